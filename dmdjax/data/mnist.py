@@ -1,0 +1,185 @@
+"""MNIST through tensorflow-datasets, as whole-split numpy arrays for the paper's MNIST experiments.
+
+`load_mnist(split)` returns `(images, labels)`: images (N, R, R, 1) float32 in [-1, 1] (NHWC), labels (N,)
+int32. The 28x28 uint8 digits are zero-padded to `pad_to` x `pad_to` (default 32; zero is the black
+background, so the border is exactly -1 after scaling), scaled as x / 127.5 - 1 and, if `resolution` is
+smaller than `pad_to`, average-pooled by the integer factor pad_to / resolution (e.g. 32 -> 16 for CPU
+presets). The example order is TFDS's: shuffled once at preparation with a fixed key, identical on every
+machine and call, but not the order of the IDX files.
+
+Where the data come from (first match wins):
+  1. an already prepared dataset under the TFDS data dir (no files, no network needed);
+  2. a manual directory holding the four original files (train-images-idx3-ubyte.gz,
+     train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): the `manual_dir`
+     argument (flag `--mnist_dir`), else the environment variable DMDJAX_MNIST_DIR. TFDS reads them
+     instead of downloading (its registered SHA-256 checksums are still verified);
+  3. TFDS's normal download, after a 3 s connectivity probe; offline, a `MnistUnavailableError` is raised
+     at once instead of TFDS's minutes-long retry loop.
+The TFDS data dir is `data_dir`, else DMDJAX_TFDS_DIR, else TFDS's default (TFDS_DATA_DIR or
+~/tensorflow_datasets). Preparation (~20 s on 2 CPU cores) happens once; later calls reuse it.
+
+TensorFlow is imported lazily (never at `import dmdjax`), with its GPUs/TPUs hidden so it does not take
+accelerator memory beside JAX, and its C++ log noise turned down.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+MNIST_FILES = {  # name -> size in bytes of the original files (TFDS also checks their SHA-256)
+    "train-images-idx3-ubyte.gz": 9_912_422,
+    "train-labels-idx1-ubyte.gz": 28_881,
+    "t10k-images-idx3-ubyte.gz": 1_648_877,
+    "t10k-labels-idx1-ubyte.gz": 4_542,
+}
+MNIST_DIR_ENV = "DMDJAX_MNIST_DIR"
+TFDS_DIR_ENV = "DMDJAX_TFDS_DIR"
+MNIST_DIR_FLAG = "--mnist_dir"
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # where TFDS's mnist builder downloads from
+PROBE_TIMEOUT_S = 3.0
+_SIZE = 28
+_SCALE = (np.arange(256) / 127.5 - 1.0).astype(np.float32)  # uint8 value -> [-1, 1]
+
+
+class MnistUnavailableError(RuntimeError):
+    """MNIST is neither prepared, nor given as files, nor downloadable (no network)."""
+
+
+def _unavailable_message(reason: str) -> str:
+    names = ", ".join(MNIST_FILES)
+    return (f"MNIST is not available: {reason}. Pass {MNIST_DIR_FLAG}=DIR (or set the environment variable "
+            f"{MNIST_DIR_ENV}=DIR) to a directory holding the four original MNIST files ({names}); "
+            f"they are read offline.")
+
+
+def _probe_target() -> tuple[str, int]:
+    """Host and port a download would connect to first: the HTTPS proxy if one is set, else the host."""
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if os.environ.get(var):
+            url = urllib.parse.urlsplit(os.environ[var] if "://" in os.environ[var] else "//" + os.environ[var])
+            if url.hostname:
+                return url.hostname, url.port or 8080
+    return DOWNLOAD_HOST
+
+
+def network_reachable(host: str | None = None, port: int | None = None,
+                      timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True iff a TCP connection to host:port (default: the download host or proxy) opens within `timeout` s.
+
+    Name resolution runs in a daemon thread too, so the whole probe is bounded by `timeout`.
+    """
+    if host is None:
+        host, port = _probe_target()
+    result = [False]
+
+    def connect():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result[0] = True
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0]
+
+
+def check_manual_dir(manual_dir) -> Path:
+    """Checks that `manual_dir` holds the four original files (by name and size); returns it as a Path."""
+    path = Path(manual_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"MNIST directory {path} (from {MNIST_DIR_FLAG} / {MNIST_DIR_ENV}) does not exist")
+    for name, size in MNIST_FILES.items():
+        f = path / name
+        if not f.is_file():
+            raise FileNotFoundError(f"MNIST file {name} is missing from {path} (from {MNIST_DIR_FLAG} / "
+                                    f"{MNIST_DIR_ENV}); it needs all of: {', '.join(MNIST_FILES)}")
+        if f.stat().st_size != size:
+            raise ValueError(f"MNIST file {f} has {f.stat().st_size} bytes, expected {size} (the original, "
+                             f"still gzip-compressed file)")
+    return path
+
+
+def _import_tfds():
+    """Imports TF (devices hidden, logs quiet) and TFDS; returns the tfds module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # else TF prints a oneDNN notice at import
+    import tensorflow as tf
+
+    for kind in ("GPU", "TPU"):
+        try:
+            tf.config.set_visible_devices([], kind)
+        except (RuntimeError, ValueError):  # TF's devices already initialised elsewhere, or no such kind
+            pass
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def pad_and_scale(images_u8: np.ndarray, pad_to: int = 32, resolution: int | None = None) -> np.ndarray:
+    """(N, 28, 28[, 1]) uint8 -> (N, R, R, 1) float32 in [-1, 1]: zero-pad to pad_to, x/127.5 - 1, avg-pool.
+
+    R = resolution (default pad_to); pad_to must be a multiple of R. Padding is centred ((pad_to-28)//2
+    before, the rest after).
+    """
+    x = np.asarray(images_u8)
+    if x.dtype != np.uint8:
+        raise TypeError(f"expected uint8 images, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.shape[1:] != (_SIZE, _SIZE, 1):
+        raise ValueError(f"expected (N, 28, 28, 1) images, got {x.shape}")
+    if pad_to < _SIZE:
+        raise ValueError(f"pad_to must be >= 28, got {pad_to}")
+    resolution = pad_to if resolution is None else int(resolution)
+    if resolution <= 0 or pad_to % resolution:
+        raise ValueError(f"resolution must divide pad_to={pad_to}, got {resolution}")
+    lo = (pad_to - _SIZE) // 2
+    x = np.pad(x, ((0, 0), (lo, pad_to - _SIZE - lo), (lo, pad_to - _SIZE - lo), (0, 0)))  # 0 = background
+    x = _SCALE[x]  # x / 127.5 - 1, computed in float64 and rounded once to float32
+    f = pad_to // resolution
+    if f > 1:
+        x = x.reshape(x.shape[0], resolution, f, resolution, f, 1).mean(axis=(2, 4), dtype=np.float32)
+    return x
+
+
+def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: int = 32,
+               resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Whole MNIST split -> (images (N, R, R, 1) float32 in [-1, 1], labels (N,) int32); R = resolution or pad_to.
+
+    split: any TFDS split string ("train" = 60,000, "test" = 10,000, "train[:1000]", ...).
+    data_dir: TFDS data dir (prepared data are written and reused there); default DMDJAX_TFDS_DIR, else
+      TFDS's default. manual_dir: the four original .gz files (flag --mnist_dir); default DMDJAX_MNIST_DIR.
+    resolution: optional smaller side (must divide pad_to), by average pooling, e.g. 16 for CPU presets.
+    Raises FileNotFoundError naming a missing file, or MnistUnavailableError when no files and no network.
+    """
+    if data_dir is None:
+        data_dir = os.environ.get(TFDS_DIR_ENV) or None
+    if manual_dir is None:
+        manual_dir = os.environ.get(MNIST_DIR_ENV) or None
+    # Validate the cheap arguments before the slow TF import.
+    pad_and_scale(np.zeros((0, _SIZE, _SIZE, 1), np.uint8), pad_to, resolution)
+
+    tfds = _import_tfds()
+    builder = tfds.builder("mnist", data_dir=None if data_dir is None else os.fspath(data_dir))
+    if not builder.is_prepared():
+        if manual_dir is not None:
+            config = tfds.download.DownloadConfig(manual_dir=os.fspath(check_manual_dir(manual_dir)))
+        elif network_reachable():
+            config = None  # fresh machine with internet: TFDS's normal download
+        else:
+            host, port = _probe_target()
+            raise MnistUnavailableError(_unavailable_message(
+                f"it is not prepared under {builder.data_dir}, no directory was given, and the download "
+                f"host {host}:{port} is unreachable (no network)"))
+        builder.download_and_prepare(download_config=config)
+    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+    images = pad_and_scale(data["image"], pad_to, resolution)
+    labels = np.asarray(data["label"], dtype=np.int32)
+    return images, labels

@@ -1,0 +1,34 @@
+"""The paper's toy network (Sec. 3.3, App. D): an MLP with 5 hidden layers of 384 units and a 32-dim Fourier
+embedding of the noise level, used as the raw network F inside `Denoiser`."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def fourier_embedding(c_noise, dim: int = 32, max_freq: float = 64.0):
+    """[cos(f_i c), sin(f_i c)] with dim/2 frequencies f_i geometric in [1, max_freq]. c_noise: (B,) -> (B, dim).
+
+    c_noise = ln(sigma)/4 spans about [-1.55, 1.10] for sigma in [0.002, 80], so frequencies from 1 to 64
+    resolve both coarse and fine noise levels (EDM's ADM embedding uses 1 ... 1e-4 instead).
+    """
+    freqs = jnp.geomspace(1.0, max_freq, dim // 2)
+    arg = c_noise[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.cos(arg), jnp.sin(arg)], axis=-1)
+
+
+class MLP(nn.Module):
+    """F(x_in, c_noise): x_in (B, d) -> (B, d). Input [x_in, emb(c_noise)] -> hidden SiLU layers -> linear."""
+    features: Sequence[int] = (384, 384, 384, 384, 384)
+    embed_dim: int = 32
+
+    @nn.compact
+    def __call__(self, x, c_noise, labels=None, train: bool = False):
+        if labels is not None:
+            raise ValueError("MLP is unconditional; pass labels=None")
+        h = jnp.concatenate([x, fourier_embedding(c_noise, self.embed_dim)], axis=-1)
+        for width in self.features:
+            h = nn.silu(nn.Dense(width)(h))
+        return nn.Dense(x.shape[-1])(h)

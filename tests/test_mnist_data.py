@@ -1,0 +1,161 @@
+"""MNIST loader: real offline TFDS preparation from the shared IDX files, checked against a numpy IDX decode."""
+import gzip
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmdjax.data import mnist
+
+SHARED = Path(os.environ.get("DMDJAX_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+MNIST_DIR = SHARED / "data" / "mnist"
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+needs_files = pytest.mark.skipif(not all((MNIST_DIR / f).is_file() for f in mnist.MNIST_FILES),
+                                 reason=f"original MNIST files not found in {MNIST_DIR} (set DMDJAX_SHARED)")
+
+
+def read_idx(path):
+    """Independent decode of a gzipped IDX file: ubyte magic 0x0000_08_dd, big-endian int32 dims, then data."""
+    raw = gzip.open(path, "rb").read()
+    assert raw[:3] == b"\x00\x00\x08", raw[:4]
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">i4", count=ndim, offset=4)
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    for var in (mnist.MNIST_DIR_ENV, mnist.TFDS_DIR_ENV):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Prepares MNIST once from the real files into a temp data dir; yields (data_dir, train arrays, seconds)."""
+    if not all((MNIST_DIR / f).is_file() for f in mnist.MNIST_FILES):
+        pytest.skip(f"original MNIST files not found in {MNIST_DIR}")
+    data_dir = tmp_path_factory.mktemp("tfds")
+    t0 = time.perf_counter()
+    images, labels = mnist.load_mnist("train", data_dir=data_dir, manual_dir=MNIST_DIR)
+    seconds = time.perf_counter() - t0
+    print(f"\nfirst preparation + load: {seconds:.1f} s")
+    return data_dir, images, labels, seconds
+
+
+@needs_files
+def test_train_split_matches_idx_files(prepared):
+    _, images, labels, _ = prepared
+    assert images.shape == (60000, 32, 32, 1) and images.dtype == np.float32
+    assert labels.shape == (60000,) and labels.dtype == np.int32
+    assert images.min() == -1.0 and images.max() == 1.0
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    assert np.all(images[:, border, 0] == -1.0)
+    assert np.bincount(labels, minlength=10).tolist() == TRAIN_COUNTS
+
+    idx_images = read_idx(MNIST_DIR / "train-images-idx3-ubyte.gz")
+    idx_labels = read_idx(MNIST_DIR / "train-labels-idx1-ubyte.gz")
+    assert idx_images.shape == (60000, 28, 28) and idx_labels.shape == (60000,)
+    # One image, exactly: find loaded image 0 among the IDX images, then compare in [-1, 1] space.
+    u8 = np.rint((images[:, 2:30, 2:30, 0] + 1.0) * 127.5).astype(np.uint8)
+    (j,) = np.flatnonzero(np.all(idx_images == u8[0], axis=(1, 2)))[:1]
+    expected = np.full((32, 32), -1.0, np.float32)
+    expected[2:30, 2:30] = idx_images[j] / 127.5 - 1.0
+    np.testing.assert_array_equal(images[0, :, :, 0], expected)
+    assert labels[0] == idx_labels[j]
+    # The whole split is a permutation of the IDX (image, label) pairs.
+    key = lambda im, lab: im.tobytes() + bytes([lab])
+    assert Counter(map(key, u8, labels)) == Counter(map(key, idx_images, idx_labels))
+
+
+@needs_files
+def test_cached_reload_needs_no_files_or_network(prepared, monkeypatch, no_env):
+    data_dir, images, labels, first = prepared
+    record = next((Path(data_dir) / "mnist").rglob("mnist-train.tfrecord*"))
+    mtime = record.stat().st_mtime_ns
+    monkeypatch.setattr(mnist, "network_reachable", lambda *a, **k: pytest.fail("probed the network"))
+    t0 = time.perf_counter()
+    images2, labels2 = mnist.load_mnist("train", data_dir=data_dir)  # no manual dir: must reuse the data
+    seconds = time.perf_counter() - t0
+    print(f"\ncached reload: {seconds:.1f} s (first preparation {first:.1f} s)")
+    assert record.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(images2, images)  # same deterministic order
+    np.testing.assert_array_equal(labels2, labels)
+
+
+@needs_files
+def test_env_dirs_test_split_and_resolution(prepared, monkeypatch, no_env):
+    data_dir, _, _, _ = prepared
+    monkeypatch.setenv(mnist.TFDS_DIR_ENV, str(data_dir))
+    monkeypatch.setattr(mnist, "network_reachable", lambda *a, **k: False)
+    x32, y32 = mnist.load_mnist("test")
+    assert x32.shape == (10000, 32, 32, 1) and y32.shape == (10000,)
+    x16, y16 = mnist.load_mnist("test", resolution=16)
+    assert x16.shape == (10000, 16, 16, 1) and x16.dtype == np.float32
+    np.testing.assert_array_equal(y16, y32)
+    np.testing.assert_allclose(x16, x32.reshape(10000, 16, 2, 16, 2, 1).mean(axis=(2, 4)), atol=1e-6)
+    assert np.all(x16[:, 0] == -1.0)  # the 2-pixel border pools to background
+
+
+def test_pad_and_scale_values():
+    u = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    x = mnist.pad_and_scale(u.astype(np.uint8))
+    assert x.shape == (2, 32, 32, 1)
+    np.testing.assert_array_equal(x[:, 2:30, 2:30, 0], (u / 127.5 - 1).astype(np.float32))
+    assert x[:, :2].max() == -1.0 and x[:, 30:].max() == -1.0
+    assert mnist.pad_and_scale(u.astype(np.uint8), pad_to=28).shape == (2, 28, 28, 1)
+    with pytest.raises(ValueError, match="resolution"):
+        mnist.pad_and_scale(u.astype(np.uint8), resolution=12)
+
+
+@needs_files
+@pytest.mark.parametrize("via_env", [False, True])
+def test_missing_manual_file_is_named(tmp_path, monkeypatch, no_env, via_env):
+    manual = tmp_path / "mnist"
+    manual.mkdir()
+    for name in mnist.MNIST_FILES:
+        if name != "train-labels-idx1-ubyte.gz":
+            shutil.copy(MNIST_DIR / name, manual / name)
+    if via_env:
+        monkeypatch.setenv(mnist.MNIST_DIR_ENV, str(manual))
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte.gz"):
+        mnist.load_mnist(data_dir=tmp_path / "tfds", manual_dir=None if via_env else manual)
+    assert not (tmp_path / "tfds" / "mnist").exists()  # failed before TFDS started preparing
+
+
+def test_no_dir_no_network_fails_fast(tmp_path, monkeypatch, no_env):
+    monkeypatch.setattr(mnist, "network_reachable", lambda *a, **k: False)
+    t0 = time.perf_counter()
+    with pytest.raises(mnist.MnistUnavailableError) as err:
+        mnist.load_mnist(data_dir=tmp_path / "tfds")
+    assert time.perf_counter() - t0 < 30
+    assert "--mnist_dir" in str(err.value) and "DMDJAX_MNIST_DIR" in str(err.value)
+
+
+def test_network_probe_is_bounded_and_local():
+    # Loopback only: a listening port is reachable, a closed one is not; neither waits long.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        assert mnist.network_reachable("127.0.0.1", server.getsockname()[1], timeout=1.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    t0 = time.perf_counter()
+    assert not mnist.network_reachable("127.0.0.1", closed, timeout=1.0)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_import_dmdjax_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, dmdjax, dmdjax.data.mnist; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
