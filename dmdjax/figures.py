@@ -1,0 +1,144 @@
+"""The paper's figures, redrawn with matplotlib from arrays (no training code here).
+
+Every function takes numpy arrays, returns a `matplotlib.figure.Figure`, and `save(fig, path)` writes a PNG.
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+
+def save(fig, path: str | os.PathLike) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def seed_colors(z: np.ndarray) -> np.ndarray:
+    """One RGBA colour per noise seed, from the angle and radius of z's first two coordinates (N, 4)."""
+    z = np.asarray(z).reshape(len(z), -1)
+    angle = (np.arctan2(z[:, 1], z[:, 0]) + np.pi) / (2 * np.pi)
+    radius = np.hypot(z[:, 0], z[:, 1])
+    colors = plt.get_cmap("hsv")(angle)
+    colors[:, :3] *= (0.35 + 0.65 * np.clip(radius / 2.5, 0, 1))[:, None]
+    return colors
+
+
+def pairing_scatter(panels: dict[str, np.ndarray], z: np.ndarray, title: str = "", lim: float | None = None):
+    """Fig. 2 / Fig. 7: panels (e.g. z, Phi_8, Phi_1, G), first two coordinates, coloured by seed."""
+    colors = seed_colors(z)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    for ax, (name, pts) in zip(np.atleast_1d(axes), panels.items()):
+        pts = np.asarray(pts).reshape(len(pts), -1)
+        ax.scatter(pts[:, 0], pts[:, 1], c=colors, s=4, linewidths=0)
+        ax.set_title(name)
+        ax.set_aspect("equal")
+        if lim is not None and name != "z":
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def distance_heatmap(teacher: np.ndarray, student: np.ndarray, assignment: np.ndarray, title: str = ""):
+    """Fig. 3 / Fig. 6 bottom: squared L2 distances ||Phi_K(z_i) - G(z_j)||^2 for n pairs (rows i = teacher,
+    columns j = student); the OT assignment i -> assignment[i] boxed in red, the DT pairing is the diagonal."""
+    t = np.asarray(teacher, np.float64).reshape(len(teacher), -1)
+    s = np.asarray(student, np.float64).reshape(len(student), -1)
+    d2 = (t ** 2).sum(1)[:, None] + (s ** 2).sum(1)[None, :] - 2 * t @ s.T
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    im = ax.imshow(np.maximum(d2, 0), cmap="viridis", origin="upper")
+    for i, j in enumerate(np.asarray(assignment)):
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=0.8))
+    ax.set_xlabel("student index j")
+    ax.set_ylabel("teacher index i")
+    fig.colorbar(im, ax=ax, fraction=0.046, label=r"$\|\Phi_K(z_i) - G(z_j)\|^2$")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def dm_loss_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], zoom: int = 900, smooth: int = 50):
+    """Fig. 4: DM loss over distillation iterations, one curve per label; right panel zooms on the first
+    `zoom` iterations. Curves are smoothed by a running mean over `smooth` iterations."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for label, (steps, loss) in curves.items():
+        steps, loss = np.asarray(steps), np.asarray(loss)
+        w = max(1, min(smooth, len(loss) // 10))
+        smoothed = np.convolve(loss, np.ones(w) / w, mode="valid")
+        axes[0].plot(steps[w - 1:], smoothed, label=label, lw=1)
+        mask = steps[w - 1:] < zoom
+        axes[1].plot(steps[w - 1:][mask], smoothed[mask], label=label, lw=1)
+    for ax, t in zip(axes, ["DM loss", f"first {zoom} iterations"]):
+        ax.set_xlabel("distillation iteration")
+        ax.set_ylabel("DM loss")
+        ax.set_title(t)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def image_rows(rows: dict[str, np.ndarray], n: int = 30, title: str = ""):
+    """Fig. 1 / 6 / 8 / 11 top: one row of n images per entry (e.g. Phi_1, Phi_8, Phi_32, G), images (N,H,W,C)
+    in [-1, 1]."""
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.45, len(rows) * 0.5 + 0.3), squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        imgs = np.clip((np.asarray(imgs[:n]) + 1) / 2, 0, 1)
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(imgs):
+                img = imgs[c]
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].text(-0.5, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(wspace=0.02, hspace=0.05)
+    return fig
+
+
+def pca_triplets(projected: dict[str, np.ndarray], z: np.ndarray, title: str = ""):
+    """Fig. 1 bottom / Fig. 9: samples projected on the two leading principal components of Phi_8, one panel
+    per entry (e.g. Phi_8, Phi_1, G), coloured by seed."""
+    colors = seed_colors(z)
+    fig, axes = plt.subplots(1, len(projected), figsize=(3.4 * len(projected), 3.4), sharex=True, sharey=True)
+    for ax, (name, pts) in zip(np.atleast_1d(axes), projected.items()):
+        ax.scatter(pts[:, 0], pts[:, 1], c=colors, s=3, linewidths=0)
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def displacement_scatter(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str = "",
+                         diagonal: bool = True, hline: float | None = None):
+    """Fig. 5 (D(z) vs delta(z), hline=0) and Fig. 10 / 11 bottom (||Phi_1 - Phi_8|| vs ||G - Phi_8||, diagonal)."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.scatter(x, y, s=4, alpha=0.6, linewidths=0)
+    if diagonal:
+        lo, hi = 0.0, float(max(np.max(x), np.max(y)))
+        ax.plot([lo, hi], [lo, hi], "r--", lw=1)
+    if hline is not None:
+        ax.axhline(hline, color="r", ls="--", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def histogram(values: np.ndarray, xlabel: str, title: str = "", bins: int = 50):
+    """Fig. 12: histogram (e.g. of memorization ratios r)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    ax.hist(np.asarray(values), bins=bins)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
+    return fig

@@ -1,0 +1,107 @@
+"""The one training loop (teacher and DMD): jitted, scanned chunks of steps, Orbax checkpoints, JSON-lines
+metrics, a progress bar, and resumption from the last checkpoint.
+
+`step_fn(state, consts) -> (state, metrics)` must derive all randomness from `state.step` (e.g.
+`fold_in(key, state.step)`), so a resumed run repeats exactly the steps an uninterrupted one would take.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from dmdjax.checkpoint import Checkpointer
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3), donate_argnums=(1,))
+def _run_chunk(step_fn, state, consts, length: int):
+    """`length` calls of step_fn in one XLA program; metrics flattened to one entry per iteration.
+    length 1 calls step_fn without a loop: XLA:CPU runs convolution backward passes inside loops far slower."""
+    if length == 1:
+        state, metrics = step_fn(state, consts)
+    else:
+        state, metrics = jax.lax.scan(lambda s, _: step_fn(s, consts), state, None, length=length)
+    return state, jax.tree.map(lambda m: m.reshape(-1), metrics)
+
+
+def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_steps: Iterable[int]) -> list[int]:
+    marks = {num_steps} | {s for s in keep_steps if start < s < num_steps}
+    marks |= set(range(ckpt_every, num_steps, ckpt_every)) if ckpt_every else set()
+    marks |= set(range(chunk, num_steps, chunk))
+    return sorted(m for m in marks if m > start)
+
+
+def _truncate_log(path: Path, start: int) -> None:
+    """Drop log lines of steps >= start (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < start]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt: Checkpointer, log_path: str | os.PathLike,
+             chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
+             on_save: Callable[[int, Any], None] | None = None, progress: bool = True,
+             steps_per_call: int = 1) -> Any:
+    """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest checkpoint if there is one.
+
+    Saves at multiples of `ckpt_every`, at every step in `keep_steps` and at the end. Raises FloatingPointError
+    (and saves nothing) if a metric becomes NaN or inf. Returns the final state. `step_fn` may advance
+    `steps_per_call` iterations at once (a DMD round); every boundary must then be a multiple of it.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    keep_steps = sorted(set(keep_steps))
+    for name, value in [("the number of steps", num_steps), ("chunk", chunk), ("ckpt_every", ckpt_every or 0),
+                        *[("a kept step", s) for s in keep_steps]]:
+        if value % steps_per_call:
+            raise ValueError(f"{desc}: {name} ({value}) must be a multiple of {steps_per_call} (one call of the "
+                             f"step advances {steps_per_call} iterations); e.g. use "
+                             f"{max(steps_per_call, value // steps_per_call * steps_per_call)}")
+    log_path = Path(log_path)
+    start = ckpt.latest_step() or 0
+    if start:
+        state = ckpt.restore(state, start)
+    if int(state.step) != start:
+        raise ValueError(f"restored state is at step {int(state.step)}, expected {start}")
+    _truncate_log(log_path, start)
+    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not progress, dynamic_ncols=True)
+    step = start
+    with log_path.open("a") as log:
+        for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
+            state, metrics = _run_chunk(step_fn, state, consts, (stop - step) // steps_per_call)
+            metrics = jax.device_get(metrics)
+            for name, values in metrics.items():
+                bad = ~np.isfinite(values)
+                if bad.any():
+                    first = step + int(np.argmax(bad))
+                    raise FloatingPointError(
+                        f"{desc}: metric {name!r} became {values[bad][0]} at step {first}; nothing after step "
+                        f"{ckpt.latest_step()} was saved. Lower the learning rate or check the data for NaNs.")
+            for i in range(stop - step):
+                log.write(json.dumps({"step": step + i, **{k: float(v[i]) for k, v in metrics.items()}}) + "\n")
+            log.flush()
+            bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
+            bar.update(stop - step)
+            step = stop
+            if stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
+                ckpt.save(stop, state)
+                if on_save is not None:
+                    on_save(stop, state)
+    bar.close()
+    ckpt.wait()
+    return state
+
+
+def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a JSON-lines metrics log into {name: array over steps} (with 'step')."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    keys = rows[0].keys() if rows else ["step"]
+    return {k: np.array([r.get(k, math.nan) for r in rows]) for k in keys}

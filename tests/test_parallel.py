@@ -1,0 +1,65 @@
+"""Data parallelism: one teacher step and two DMD rounds (10 iterations) on 4 (forced host) devices equal the 1-device result."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dmdjax import parallel
+
+SCRIPT = textwrap.dedent("""
+    import json, jax, jax.numpy as jnp, numpy as np
+    from dmdjax import distill, parallel, teacher
+    from dmdjax.data import toy
+    from dmdjax.nets import MLP, Denoiser
+    assert jax.device_count() == 4, jax.devices()
+    model = Denoiser(MLP(features=(32, 32)))
+    sample = toy.get_sampler("chessboard")
+    tcfg = teacher.TeacherConfig(steps=1, batch=64, lr=1e-3)
+    dcfg = distill.DistillConfig(batch=64, lr_gen=1e-3, lr_fake=1e-3, warmup=0)
+    out = {}
+    for n in (1, 4):
+        mesh = parallel.data_mesh(n)
+        st = parallel.replicate(teacher.create_state(model, tcfg, jax.random.PRNGKey(0), jnp.zeros((2, 4))), mesh)
+        step = jax.jit(teacher.make_step(model, tcfg.optimizer(), lambda k, b, c: (sample(k, b), None), 64,
+                                         jax.random.PRNGKey(1), mesh))
+        st, m = step(st, None)
+        ds = parallel.replicate(distill.init_state(st.params, dcfg), mesh)
+        dstep = jax.jit(distill.make_step(model, dcfg, jax.random.PRNGKey(2), sample_shape=(4,), mesh=mesh))
+        for _ in range(2):
+            ds, dm = dstep(ds, st.params)
+        out[n] = {"teacher_loss": float(m["loss"]), "fake_loss": float(dm["fake_loss"][-1]),
+                  "teacher": np.concatenate([np.ravel(x) for x in jax.tree.leaves(st.params)]).tolist(),
+                  "gen": np.concatenate([np.ravel(x) for x in jax.tree.leaves(ds.gen.params)]).tolist(),
+                  "fake": np.concatenate([np.ravel(x) for x in jax.tree.leaves(ds.fake.params)]).tolist(),
+                  "devices": len(ds.fake.params["net"]["Dense_0"]["kernel"].sharding.device_set)}
+    try:
+        parallel.check_batch(30, parallel.data_mesh(4))
+        out["indivisible"] = "no error"
+    except ValueError as e:
+        out["indivisible"] = str(e)
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_four_devices_match_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    import numpy as np
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    one, four = out["1"], out["4"]
+    assert one["devices"] == 1 and four["devices"] == 4
+    assert four["teacher_loss"] == pytest.approx(one["teacher_loss"], rel=1e-5)
+    assert four["fake_loss"] == pytest.approx(one["fake_loss"], rel=1e-5)
+    for name in ("teacher", "gen", "fake"):
+        np.testing.assert_allclose(four[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert "not divisible" in out["indivisible"] and "4 devices" in out["indivisible"]
+
+
+def test_batch_must_divide_devices_on_one_device():
+    parallel.check_batch(7, None)   # a single device takes any batch
+    with pytest.raises(ValueError, match="num_devices"):
+        parallel.data_mesh(99)
