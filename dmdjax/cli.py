@@ -36,3 +36,42 @@ def apply_common_flags(cfg, args):
     if args.eval_n:
         changes["eval_n"] = args.eval_n
     return configs.override(cfg, **changes)
+
+
+def snapshot_list(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(sorted({positive_int(t) for t in text.split(",") if t.strip()}))
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"--snapshots takes comma-separated positive integers: {e}") from None
+    if not steps:
+        raise argparse.ArgumentTypeError("--snapshots needs at least one step, e.g. 1024,2048,4096,8192")
+    return steps
+
+
+def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mnist_dir", default=None,
+                        help="directory with the four original MNIST .gz files (offline; else DMDJAX_MNIST_DIR, "
+                             "else TFDS downloads them)")
+    parser.add_argument("--snapshots", type=snapshot_list,
+                        help="teacher steps to keep and distill, e.g. 1024,2048,4096,8192 (<= --teacher_steps)")
+
+
+def mnist_dataset(cfg, mnist_dir=None):
+    """MNIST as a pipeline Dataset at the resolution of cfg's network; samples uniformly with replacement."""
+    import jax
+    import jax.numpy as jnp
+
+    from dmdjax.data.mnist import load_mnist
+    from dmdjax.pipeline import Dataset
+    res = cfg.net_kwargs["img_resolution"]
+    label_dim = cfg.net_kwargs.get("label_dim", 0)
+    images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=res)
+    consts = (jnp.asarray(images), jnp.asarray(labels))
+
+    def sample(key, n, consts):
+        idx = jax.random.randint(key, (n,), 0, consts[0].shape[0])
+        y = jax.nn.one_hot(consts[1][idx], label_dim) if label_dim else None
+        return consts[0][idx], y
+
+    return Dataset(name="mnist", shape=images.shape[1:], sample=sample, consts=consts, label_dim=label_dim,
+                   kind="images", train_images=images)

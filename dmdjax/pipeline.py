@@ -50,7 +50,9 @@ class Config:
     distill: distill.DistillConfig = distill.DistillConfig()
     distill_snapshots: tuple[int, ...] = ()   # teacher steps to distill; () = the final teacher only
     eval_n: int = 1000                     # N shared noises for Delta_E (paper: 1000)
-    eval_ks: tuple[int, ...] = (1, 8, 32)
+    eval_ks: tuple[int, ...] = (1, 8, 32)      # Phi_K computed on all N noises
+    figure_ks: tuple[int, ...] = ()            # Phi_K computed on the first `n_show` noises only (figures)
+    n_show: int = 30                           # images per row in Fig. 1 / 6 / 11
     k_ref: int = 8                         # Phi_K the student is compared with (paper: K = 8)
     eval_batch: int = 1000
     seed: int = 0
@@ -90,6 +92,17 @@ def keys(seed: int) -> dict[str, jax.Array]:
     return dict(zip(names, jax.random.split(root, len(names))))
 
 
+@functools.lru_cache(maxsize=8)
+def _teacher_step(model, tcfg: teacher.TeacherConfig, sample: Callable, seed: int, mesh):
+    """Built once per (model, config, data, seed, mesh): the same function object keeps the jit cache warm."""
+    return teacher.make_step(model, tcfg.optimizer(), sample, tcfg.batch, keys(seed)["teacher"], mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _distill_step(model, dcfg: distill.DistillConfig, seed: int, label_dim: int, shape: tuple, mesh):
+    return distill.make_step(model, dcfg, keys(seed)["distill"], label_dim, shape, mesh)
+
+
 def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress: bool = True):
     """Train (or resume) the teacher; returns (model, Checkpointer holding the snapshots, final params)."""
     model = build_model(cfg, data)
@@ -97,7 +110,7 @@ def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress
     example = jnp.zeros((2,) + data.shape)
     state = teacher.create_state(model, cfg.teacher, k["init"], example, data.label_dim)
     state = parallel.replicate(state, mesh)
-    step = teacher.make_step(model, cfg.teacher.optimizer(), data.sample, cfg.teacher.batch, k["teacher"], mesh)
+    step = _teacher_step(model, cfg.teacher, data.sample, cfg.seed, mesh)
     ckpt = Checkpointer(workdir / "teacher" / "ckpt", keep_steps=cfg.snapshots())
     consts = parallel.replicate(data.consts, mesh)
     state = loop.run_loop(step, state, consts, num_steps=cfg.teacher.steps, ckpt=ckpt,
@@ -112,12 +125,9 @@ def teacher_snapshot(ckpt: Checkpointer, template_state, step: int):
     return ckpt.restore(template_state, step).params
 
 
-def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True,
-                    step: Callable | None = None):
-    """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState.
-    Pass the same `step` (from `distill.make_step`) for every snapshot to compile it once."""
-    if step is None:
-        step = distill.make_step(model, cfg.distill, keys(cfg.seed)["distill"], data.label_dim, data.shape, mesh)
+def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True):
+    """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState."""
+    step = _distill_step(model, cfg.distill, cfg.seed, data.label_dim, tuple(data.shape), mesh)
     teacher_params = parallel.replicate(teacher_params, mesh)
     state = parallel.replicate(distill.init_state(teacher_params, cfg.distill), mesh)
     ckpt = Checkpointer(outdir / "ckpt")
@@ -184,10 +194,51 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         "final_dm_loss": float(np.mean(dm["dm_loss"][-tail:])),
         "k_ref": cfg.k_ref, "n": cfg.eval_n,
     }
+    for k in cfg.figure_ks:
+        s[f"phi_{k}"] = _batched(lambda z, y, k=k: _phi_k(model, teacher_params, z, k, y), z[:cfg.n_show],
+                                 None if labels is None else labels[:cfg.n_show], cfg.eval_batch)
+    if data.train_images is not None:
+        result.update(copying_statistics(s, ref, data.train_images, outdir, cfg))
     np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment), **s)
     draw_figures(cfg, data, outdir, np.asarray(z), s, np.asarray(te.assignment), result)
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
+
+
+def copying_statistics(s: dict, ref, train_images, outdir: Path, cfg: Config) -> dict:
+    """Sec. 4.1.2 / 4.2.1 for image data: memorization ratios r(Phi_K(z)) (Fig. 12), D(z) vs delta(z) (Fig. 5),
+    ||Phi_1 - Phi_K|| vs ||G - Phi_K|| (Fig. 11 bottom), quintuples with nearest training images (Fig. 6 / 11
+    top), PCA of the triplets (Fig. 1 bottom). Writes the figures; returns the statistics."""
+    mem = metrics.memorization_ratio(ref, train_images)
+    d_z = metrics.mean_train_distance(ref, train_images)
+    delta = metrics.relative_displacement(s["g"], s["phi_1"], ref)
+    flat = lambda a: np.asarray(a).reshape(len(a), -1)
+    dist_1 = np.linalg.norm(flat(s["phi_1"]) - flat(ref), axis=1)
+    dist_g = np.linalg.norm(flat(s["g"]) - flat(ref), axis=1)
+    k = cfg.k_ref
+    train = np.asarray(train_images)
+    n = cfg.n_show
+    rows = {"Phi_1": s["phi_1"][:n], f"Phi_{k}": ref[:n], "G": s["g"][:n],
+            "x1": train[mem.indices[:n, 0]], "x2": train[mem.indices[:n, 1]]}
+    figures.save(figures.image_rows(rows, n), outdir / "quintuples.png")
+    p_ref, p_1, p_g = metrics.pca_projection(ref, s["phi_1"], s["g"])
+    z_pca = np.asarray(p_ref)
+    figures.save(figures.pca_triplets({f"Phi_{k}": p_ref, "Phi_1": p_1, "G": p_g}, z_pca), outdir / "pca.png")
+    figures.save(figures.displacement_scatter(d_z, delta, "D(z)", "delta(z)", diagonal=False, hline=0.0),
+                 outdir / "boundary.png")
+    figures.save(figures.displacement_scatter(dist_1, dist_g, f"||Phi_1 - Phi_{k}||", f"||G - Phi_{k}||"),
+                 outdir / "distances.png")
+    figures.save(figures.histogram(mem.ratio, f"r(Phi_{k}(z))"), outdir / "memorization.png")
+    np.savez_compressed(outdir / "copying_stats.npz", r=mem.ratio, neighbours=mem.indices, d_z=d_z, delta=delta,
+                        dist_phi1=dist_1, dist_g=dist_g)
+    r = np.asarray(mem.ratio)
+    return {
+        "memorization": {"r_mean": float(r.mean()), "r_min": float(r.min()), "r_median": float(np.median(r)),
+                         "frac_r_below_1_3": float(np.mean(r < 1 / 3))},
+        "boundary": {"corr_d_delta": float(np.corrcoef(d_z, delta)[0, 1]), "frac_delta_negative":
+                     float(np.mean(np.asarray(delta) < 0))},
+        "frac_g_closer_than_phi1": float(np.mean(dist_g < dist_1)),
+    }
 
 
 def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, assignment, result: dict) -> None:
@@ -198,7 +249,7 @@ def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, assignmen
         fig = figures.pairing_scatter({"z": z, ref_name: ref, "Phi_1": s["phi_1"], "G": s["g"]}, z, tag, lim=3.0)
         figures.save(fig, outdir / "pairing.png")
     else:
-        rows = {f"Phi_{k}": s[f"phi_{k}"] for k in sorted(set(cfg.eval_ks))}
+        rows = {f"Phi_{k}": s[f"phi_{k}"] for k in sorted(set(cfg.eval_ks) | set(cfg.figure_ks))}
         figures.save(figures.image_rows({**rows, "G": s["g"]}, title=tag), outdir / "quadruples.png")
     m = min(100, len(z))
     sub = metrics.transport_energies(ref[:m], s["g"][:m])
@@ -217,7 +268,6 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
     model, ckpt, final_state = train_teacher(cfg, data, workdir, mesh, progress)
     t_teacher = time.perf_counter() - t0
     summary = {"config": cfg.to_dict(), "teacher_wall_s": t_teacher, "snapshots": {}}
-    step = distill.make_step(model, cfg.distill, keys(cfg.seed)["distill"], data.label_dim, data.shape, mesh)
     for snap in cfg.snapshots():
         outdir = workdir / f"student_{snap}"
         outdir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +277,7 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
             continue
         t1 = time.perf_counter()
         teacher_params = teacher_snapshot(ckpt, final_state, snap)
-        state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress, step)
+        state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
         t_distill = time.perf_counter() - t1
         result = {"teacher_steps": snap, **evaluate(cfg, data, model, teacher_params, state.gen.params, outdir),
                   "distill_wall_s": t_distill}

@@ -1,0 +1,119 @@
+"""MNIST: snapshot chaining, a tiny end-to-end run on the real files, and the paper preset's steps at batch 2."""
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dmdjax import configs, distill, loop, pipeline, sampling, teacher
+from dmdjax.cli import mnist_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import mnist_uncond  # noqa: E402
+
+TINY_NET = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16, channel_mult=[1], num_blocks=1,
+                attn_resolutions=[], dropout=0.0)
+
+
+def tiny_config(**changes):
+    cfg = configs.override(configs.mnist("cpu"), **{
+        "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.snapshots": (2, 4), "teacher.ckpt_every": 2,
+        "distill_snapshots": (2, 4), "distill.iterations": 10, "distill.ckpt_every": 5, "distill.warmup": 0,
+        "eval_n": 16, "n_show": 8, "eval_batch": 16})
+    return configs.override(cfg, **changes)
+
+
+def synthetic_images(cfg):
+    imgs = jnp.tanh(jax.random.normal(jax.random.PRNGKey(0), (64, 8, 8, 1)))
+    return pipeline.Dataset(name="synthetic", shape=(8, 8, 1), kind="images", consts=imgs,
+                            sample=lambda k, n, c: (c[jax.random.randint(k, (n,), 0, 64)], None))
+
+
+def test_snapshot_chaining_student_starts_at_phi_1(tmp_path):
+    cfg = tiny_config()
+    data = synthetic_images(cfg)
+    model, ckpt, final = pipeline.train_teacher(cfg, data, tmp_path, progress=False)
+    assert ckpt.all_steps() == [2, 4]
+    snap = pipeline.teacher_snapshot(ckpt, final, 2)
+    assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(snap), jax.tree.leaves(final.params)))
+    student = distill.init_state(snap, cfg.distill)
+    z = jax.random.normal(jax.random.PRNGKey(5), (4, 8, 8, 1))
+    phi_1 = sampling.phi_k(lambda x, s, y=None: model.apply({"params": snap}, x, s, y), z, 1)
+    np.testing.assert_array_equal(distill.generate(model, student.gen.params, z), phi_1)
+    np.testing.assert_array_equal(distill.generate(model, student.fake.params, z), phi_1)
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(shared_dir):
+    return str(shared_dir / "data" / "mnist")
+
+
+def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
+    monkeypatch.setenv("DMDJAX_TFDS_DIR", str(tmp_path / "tfds"))
+    cfg = tiny_config()
+    data = mnist_dataset(cfg, mnist_dir)
+    assert data.consts[0].shape == (60000, 8, 8, 1)
+    ref = pipeline.run(cfg, data, tmp_path / "a", progress=False)
+    assert set(ref["snapshots"]) == {"2", "4"}
+    snap = ref["snapshots"]["4"]
+    assert snap["delta_e"] >= 0 and 0 < snap["memorization"]["r_min"] <= snap["memorization"]["r_mean"] <= 1
+    assert -1 <= snap["boundary"]["corr_d_delta"] <= 1
+    for png in ("quadruples.png", "quintuples.png", "heatmap.png", "pca.png", "boundary.png", "distances.png",
+                "memorization.png", "dm_loss.png"):
+        assert (tmp_path / "a" / "student_4" / png).stat().st_size > 1000, png
+    assert (tmp_path / "a" / "dm_loss.png").exists()
+    samples = np.load(tmp_path / "a" / "student_4" / "samples.npz")
+    assert samples["phi_32"].shape == (8, 8, 8, 1) and samples["phi_8"].shape == (16, 8, 8, 1)
+
+    # interrupt during the second student's distillation, then rerun: same numbers
+    real_chunk, calls = loop._run_chunk, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:        # 4 teacher chunks, 2 distillation chunks of student_2, then student_4
+            raise KeyboardInterrupt
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_run_chunk", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, data, tmp_path / "b", progress=False)
+    monkeypatch.setattr(loop, "_run_chunk", real_chunk)
+    assert (tmp_path / "b" / "student_2" / "results.json").exists()
+    assert not (tmp_path / "b" / "student_4" / "results.json").exists()
+    resumed = pipeline.run(cfg, data, tmp_path / "b", progress=False)
+    assert resumed["table"] == ref["table"]
+
+
+def test_mnist_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        mnist_uncond.main(["--snapshots=12,x", f"--workdir={tmp_path}"])
+    assert "--snapshots" in capsys.readouterr().err
+
+
+def test_missing_mnist_files_name_the_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMDJAX_TFDS_DIR", str(tmp_path / "tfds"))
+    with pytest.raises(Exception, match="train-images-idx3-ubyte.gz"):
+        mnist_uncond.main([f"--workdir={tmp_path / 'w'}", f"--mnist_dir={tmp_path}", "--quiet"])
+
+
+def test_paper_preset_steps_compile_and_run_at_batch_2():
+    """The paper's 31M-parameter UNet: one teacher step and one DMD iteration (with generator update)."""
+    cfg = configs.mnist("paper")
+    model = pipeline.build_model(cfg, None)
+    x = jnp.zeros((2, 32, 32, 1))
+    params = model.init(jax.random.PRNGKey(0), x, jnp.ones(2))["params"]
+    assert sum(p.size for p in jax.tree.leaves(params)) == 31_118_593
+    tcfg = configs.override(cfg, **{"teacher.batch": 2}).teacher
+    images = jnp.tanh(jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 1)))
+    step = jax.jit(teacher.make_step(model, tcfg.optimizer(), lambda k, n, c: (c[:n], None), 2, jax.random.PRNGKey(2)))
+    state, m = step(teacher.TrainState.create(params, tcfg.optimizer()), images)
+    assert np.isfinite(float(m["loss"])) and int(state.step) == 1
+    dcfg = configs.override(cfg, **{"distill.batch": 2}).distill
+    iteration = jax.jit(distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), sample_shape=(32, 32, 1)),
+                        static_argnums=2)
+    dstate, dm = iteration(distill.init_state(state.params, dcfg), state.params, True)
+    assert np.isfinite(float(dm["fake_loss"])) and int(dstate.gen.step) == 1
