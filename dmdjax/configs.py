@@ -32,10 +32,7 @@ def toy(dataset: str, preset: str = "cpu") -> Config:
     if preset == "paper":
         distill = DistillConfig(iterations=50_000, batch=512, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=5000, chunk=500)
     else:
-        # The chessboard student is still remapping (W2 to Phi_8 at 2x the floor) after 4000 iterations.
-        iterations = 10_000 if dataset == "chessboard" else 4000
-        distill = DistillConfig(iterations=iterations, batch=512, lr_gen=1e-4, lr_fake=1e-4, ckpt_every=1000,
-                                chunk=200)
+        distill = DistillConfig(iterations=4000, batch=512, lr_gen=1e-4, lr_fake=1e-4, ckpt_every=1000, chunk=200)
     return Config(name=f"toy-{dataset}-{preset}", dataset=dataset, net="mlp", teacher=teacher, distill=distill)
 
 
@@ -63,7 +60,7 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
     paper: the paper's UNet (C_base 64, [1,2,3,4], 3 blocks, attention 32/16/8; 31,118,593 params) at 32x32,
     teacher 8192 iterations with snapshots 1024/2048/4096/8192, DMD at lr 2e-6 for 50,000 iterations (App. D).
     cpu: MNIST average-pooled to 16x16 and a small ADM (C_base 32, [1,2], 1 block, attention at 8; 826,337
-    params), teacher 2048 iterations with snapshots 256/512/1024/2048, DMD at lr 1e-4 for 600 iterations.
+    params), teacher 1024 iterations with snapshots 128/256/512/1024, DMD at lr 1e-4 for 400 iterations.
     The paper gives no teacher optimiser; both presets train it with Adam at 2e-4 (no EMA).
     """
     _check_preset(preset)
@@ -78,7 +75,7 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
         return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
                       eval_ks=(1, 8, 32), eval_batch=250)
     net = {**MNIST_CPU_NET, "label_dim": label_dim}
-    teacher = TeacherConfig(steps=2048, batch=32, lr=2e-4, snapshots=(256, 512, 1024, 2048), ckpt_every=256, chunk=1)
-    distill = DistillConfig(iterations=600, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
+    teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, snapshots=(128, 256, 512, 1024), ckpt_every=128, chunk=1)
+    distill = DistillConfig(iterations=400, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
     return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
                   eval_ks=(1, 8), figure_ks=(32,), eval_batch=500)
