@@ -48,7 +48,7 @@ def _truncate_log(path: Path, start: int) -> None:
 
 def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt: Checkpointer, log_path: str | os.PathLike,
              chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
-             on_save: Callable[[int, Any], None] | None = None, progress: bool = True,
+             progress: bool = True,
              steps_per_call: int = 1) -> Any:
     """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest checkpoint if there is one.
 
@@ -74,29 +74,29 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     _truncate_log(log_path, start)
     bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not progress, dynamic_ncols=True)
     step = start
-    with log_path.open("a") as log:
-        for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
-            state, metrics = _run_chunk(step_fn, state, consts, (stop - step) // steps_per_call)
-            metrics = jax.device_get(metrics)
-            for name, values in metrics.items():
-                bad = ~np.isfinite(values)
-                if bad.any():
-                    first = step + int(np.argmax(bad))
-                    raise FloatingPointError(
-                        f"{desc}: metric {name!r} became {values[bad][0]} at step {first}; nothing after step "
-                        f"{ckpt.latest_step()} was saved. Lower the learning rate or check the data for NaNs.")
-            for i in range(stop - step):
-                log.write(json.dumps({"step": step + i, **{k: float(v[i]) for k, v in metrics.items()}}) + "\n")
-            log.flush()
-            bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
-            bar.update(stop - step)
-            step = stop
-            if stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
-                ckpt.save(stop, state)
-                if on_save is not None:
-                    on_save(stop, state)
-    bar.close()
-    ckpt.wait()
+    try:
+        with log_path.open("a") as log:
+            for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
+                state, metrics = _run_chunk(step_fn, state, consts, (stop - step) // steps_per_call)
+                metrics = jax.device_get(metrics)
+                for name, values in metrics.items():
+                    bad = ~np.isfinite(values)
+                    if bad.any():
+                        first = step + int(np.argmax(bad))
+                        raise FloatingPointError(
+                            f"{desc}: metric {name!r} became {values[bad][0]} at step {first}; nothing after step "
+                            f"{ckpt.latest_step()} was saved. Lower the learning rate or check the data for NaNs.")
+                for i in range(stop - step):
+                    log.write(json.dumps({"step": step + i, **{k: float(v[i]) for k, v in metrics.items()}}) + "\n")
+                log.flush()
+                bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
+                bar.update(stop - step)
+                step = stop
+                if stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
+                    ckpt.save(stop, state)
+    finally:  # also on Ctrl-C / errors: let an in-flight async save finish, so no work is lost or half-read
+        bar.close()
+        ckpt.wait()
     return state
 
 

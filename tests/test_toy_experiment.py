@@ -67,14 +67,15 @@ def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeyp
     _, summary = reference_run
     _small(monkeypatch)
     real_chunk = loop._run_chunk
-    for die_at in (4, 9):          # chunk calls: 6 teacher chunks, then 3 distillation chunks
+    for phase, die_at in (("teacher", 4), ("distill", 2)):   # the n-th chunk of that phase raises
         calls = {"n": 0}
 
-        def dying(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == die_at:
-                raise KeyboardInterrupt
-            return real_chunk(*args, **kwargs)
+        def dying(step_fn, state, *args, **kwargs):
+            if hasattr(state, "gen") == (phase == "distill"):
+                calls["n"] += 1
+                if calls["n"] == die_at:
+                    raise KeyboardInterrupt
+            return real_chunk(step_fn, state, *args, **kwargs)
 
         monkeypatch.setattr(loop, "_run_chunk", dying)
         with pytest.raises(KeyboardInterrupt):
