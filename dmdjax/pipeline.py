@@ -153,10 +153,10 @@ def _batched(fn: Callable, z, labels, batch: int):
     return np.concatenate([np.asarray(o) for o in outs])
 
 
-def eval_noise(cfg: Config, data: Dataset, name: str = "eval_noise"):
+def eval_noise(cfg: Config, data: Dataset):
     """The N shared unit-normal noises z (and labels) every model is evaluated on."""
     k = keys(cfg.seed)
-    z = jax.random.normal(k[name], (cfg.eval_n,) + data.shape)
+    z = jax.random.normal(k["eval_noise"], (cfg.eval_n,) + data.shape)
     labels = (jax.nn.one_hot(jax.random.randint(k["eval_labels"], (cfg.eval_n,), 0, data.label_dim),
                              data.label_dim) if data.label_dim else None)
     return z, labels
@@ -183,14 +183,16 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     # for Phi_K's own first half (the finite-sample floor) and for Phi_1 (the student at initialisation).
     h = len(z) // 2
     w2 = lambda a: float(np.sqrt(metrics.transport_energies(a[:h], ref[h:2 * h]).e_ot))
+    flat = lambda a: np.asarray(a).reshape(len(a), -1)
+    dist_1 = np.linalg.norm(flat(s["phi_1"]) - flat(ref), axis=1)   # ||Phi_1(z) - Phi_K(z)|| per seed
+    dist_g = np.linalg.norm(flat(g) - flat(ref), axis=1)            # ||G(z) - Phi_K(z)|| per seed
     dm = loop.read_log(outdir / "metrics.jsonl")
     tail = max(1, len(dm["dm_loss"]) // 20)
     result = {
         "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
         "delta_e_phi1": float(init.delta_e),
         "fit": {"w2_student": w2(g), "w2_teacher_floor": w2(ref), "w2_phi1": w2(s["phi_1"])},
-        "dist_phi1_ref_mean": float(np.mean(np.linalg.norm((s["phi_1"] - ref).reshape(len(z), -1), axis=1))),
-        "dist_g_ref_mean": float(np.mean(np.linalg.norm((g - ref).reshape(len(z), -1), axis=1))),
+        "dist_phi1_ref_mean": float(np.mean(dist_1)), "dist_g_ref_mean": float(np.mean(dist_g)),
         "final_dm_loss": float(np.mean(dm["dm_loss"][-tail:])),
         "k_ref": cfg.k_ref, "n": cfg.eval_n,
     }
@@ -198,23 +200,20 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         s[f"phi_{k}"] = _batched(lambda z, y, k=k: _phi_k(model, teacher_params, z, k, y), z[:cfg.n_show],
                                  None if labels is None else labels[:cfg.n_show], cfg.eval_batch)
     if data.train_images is not None:
-        result.update(copying_statistics(s, ref, data.train_images, outdir, cfg))
+        result.update(copying_statistics(s, ref, dist_1, dist_g, data.train_images, outdir, cfg))
     np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment), **s)
-    draw_figures(cfg, data, outdir, np.asarray(z), s, np.asarray(te.assignment), result)
+    draw_figures(cfg, data, outdir, np.asarray(z), s, result, dm)
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
 
 
-def copying_statistics(s: dict, ref, train_images, outdir: Path, cfg: Config) -> dict:
+def copying_statistics(s: dict, ref, dist_1, dist_g, train_images, outdir: Path, cfg: Config) -> dict:
     """Sec. 4.1.2 / 4.2.1 for image data: memorization ratios r(Phi_K(z)) (Fig. 12), D(z) vs delta(z) (Fig. 5),
     ||Phi_1 - Phi_K|| vs ||G - Phi_K|| (Fig. 11 bottom), quintuples with nearest training images (Fig. 6 / 11
     top), PCA of the triplets (Fig. 1 bottom). Writes the figures; returns the statistics."""
     mem = metrics.memorization_ratio(ref, train_images)
     d_z = metrics.mean_train_distance(ref, train_images)
     delta = metrics.relative_displacement(s["g"], s["phi_1"], ref)
-    flat = lambda a: np.asarray(a).reshape(len(a), -1)
-    dist_1 = np.linalg.norm(flat(s["phi_1"]) - flat(ref), axis=1)
-    dist_g = np.linalg.norm(flat(s["g"]) - flat(ref), axis=1)
     k = cfg.k_ref
     train = np.asarray(train_images)
     n = cfg.n_show
@@ -241,7 +240,7 @@ def copying_statistics(s: dict, ref, train_images, outdir: Path, cfg: Config) ->
     }
 
 
-def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, assignment, result: dict) -> None:
+def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: dict, dm: dict) -> None:
     ref_name = f"Phi_{cfg.k_ref}"
     ref = s[f"phi_{cfg.k_ref}"]
     tag = f"{cfg.name}, teacher {outdir.name.split('_')[-1]} steps: Delta_E = {result['delta_e']:.3g}"
@@ -255,7 +254,6 @@ def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, assignmen
     sub = metrics.transport_energies(ref[:m], s["g"][:m])
     figures.save(figures.distance_heatmap(ref[:m], s["g"][:m], np.asarray(sub.assignment),
                                           f"{m} pairs, Delta_E = {float(sub.delta_e):.3g}"), outdir / "heatmap.png")
-    dm = loop.read_log(outdir / "metrics.jsonl")
     figures.save(figures.dm_loss_curves({outdir.name: (dm["step"], dm["dm_loss"])}), outdir / "dm_loss.png")
 
 
