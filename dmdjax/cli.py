@@ -25,6 +25,13 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval_n", type=positive_int, help="override N, the number of shared noises (>= 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--devices", type=positive_int,
+                        help="data-parallel over the first N devices (default: all; the result does not depend on N)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the network interior in bfloat16 (GPU/TPU); preconditioning, losses and master "
+                             "weights stay float32")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-host: call jax.distributed.initialize() first (one process per host)")
 
 
 def apply_common_flags(cfg, args):
@@ -35,7 +42,19 @@ def apply_common_flags(cfg, args):
         changes["distill.iterations"] = args.distill_iterations
     if args.eval_n:
         changes["eval_n"] = args.eval_n
+    if args.bf16:
+        changes["compute_dtype"] = "bfloat16"
     return configs.override(cfg, **changes)
+
+
+def device_mesh(args):
+    """The `data` mesh the experiment runs on (after jax.distributed.initialize() when --distributed)."""
+    import jax
+
+    from dmdjax import parallel
+    if args.distributed:
+        jax.distributed.initialize()   # coordinator, process count and id from the launcher / TPU metadata
+    return parallel.data_mesh(args.devices)
 
 
 def snapshot_list(text: str) -> tuple[int, ...]:
@@ -57,21 +76,8 @@ def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def mnist_dataset(cfg, mnist_dir=None):
-    """MNIST as a pipeline Dataset at the resolution of cfg's network; samples uniformly with replacement."""
-    import jax
-    import jax.numpy as jnp
-
+    """MNIST as a pipeline Dataset at the resolution of cfg's network (labels one-hot when the net is conditional)."""
     from dmdjax.data.mnist import load_mnist
-    from dmdjax.pipeline import Dataset
-    res = cfg.net_kwargs["img_resolution"]
-    label_dim = cfg.net_kwargs.get("label_dim", 0)
-    images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=res)
-    consts = (jnp.asarray(images), jnp.asarray(labels))
-
-    def sample(key, n, consts):
-        idx = jax.random.randint(key, (n,), 0, consts[0].shape[0])
-        y = jax.nn.one_hot(consts[1][idx], label_dim) if label_dim else None
-        return consts[0][idx], y
-
-    return Dataset(name="mnist", shape=images.shape[1:], sample=sample, consts=consts, label_dim=label_dim,
-                   kind="images", train_images=images)
+    from dmdjax.pipeline import image_dataset
+    images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
+    return image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))

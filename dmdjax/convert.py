@@ -7,9 +7,15 @@ The checkpoint is expected as a flat mapping name -> numpy array, e.g. an `.npz`
 - Linear weight [out, in] -> Dense kernel [in, out]; Conv weight [out, in, kh, kw] -> kernel [kh, kw, in, out];
 - GroupNorm weight -> scale; biases unchanged; `map_label.weight` -> Dense kernel (no bias);
 - `*.resample_filter` buffers are constants (the [1,1] filter) and are ignored.
+
+`load_teacher(npz)` is the one call for a teacher exported by `tools/export_edm_pkl.py` (`.npz` + JSON sidecar
+with the constructor arguments); `state_dict_from_params` is the inverse mapping (Flax -> torch names/layouts).
 """
 from __future__ import annotations
 
+import json
+import zipfile
+from pathlib import Path
 from typing import Callable, Mapping
 
 import jax
@@ -17,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from dmdjax import diffusion
 from dmdjax.nets.adm import adm_denoiser, param_shapes
 
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias"}
@@ -45,6 +52,15 @@ def _to_flax(array: np.ndarray) -> np.ndarray:
     """Torch layout -> Flax layout (inverse of `_torch_shape`)."""
     if array.ndim == 4:
         return np.transpose(array, (2, 3, 1, 0))
+    if array.ndim == 2:
+        return array.T
+    return array
+
+
+def _to_torch(array: np.ndarray) -> np.ndarray:
+    """Flax layout -> torch layout (inverse of `_to_flax`)."""
+    if array.ndim == 4:
+        return np.transpose(array, (3, 2, 0, 1))
     if array.ndim == 2:
         return array.T
     return array
@@ -105,10 +121,71 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], config: dict, p
     return traverse_util.unflatten_dict(flat)
 
 
+def state_dict_from_params(params, prefix: str = "model.") -> dict:
+    """Inverse of `params_from_state_dict`: Flax params of `adm_denoiser(config)` -> {torch name: float32 array
+    in torch layout}, i.e. the export format (no resample_filter buffers)."""
+    return {_torch_name(path, prefix): np.ascontiguousarray(_to_torch(np.asarray(leaf, np.float32)))
+            for path, leaf in traverse_util.flatten_dict(params).items()}
+
+
+_EXPORT_FIX = "Fix: export the teacher once with tools/export_edm_pkl.py (see its docstring)."
+
+
 def load_state_dict(path) -> dict:
-    """Read an `.npz` state dict (name -> array) into a plain dict of numpy arrays."""
-    with np.load(path) as data:
-        return {name: data[name] for name in data.files}
+    """Read an `.npz` state dict (name -> array) into a plain dict of numpy arrays.
+    Raises FileNotFoundError / ValueError naming the file if it is missing or not a readable .npz."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no state dict at {path}. {_EXPORT_FIX}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npz state dict ({type(e).__name__}: {e}). The file is "
+                         f"probably truncated or not an export. {_EXPORT_FIX}") from e
+
+
+def sidecar_path(npz_path) -> Path:
+    """The JSON sidecar `tools/export_edm_pkl.py` writes next to `<name>.npz`: `<name>.json`."""
+    return Path(npz_path).with_suffix(".json")
+
+
+def read_config(json_path) -> dict:
+    """EDM constructor arguments from a sidecar JSON ({"config": {...}, ...}, as the exporter and the fixture
+    meta files write). Checks sigma_data (EDMPrecond's) equals the 0.5 every Denoiser here uses."""
+    json_path = Path(json_path)
+    try:
+        meta = json.loads(json_path.read_text())
+        config = dict(meta["config"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config sidecar at {json_path}. Fix: pass the config explicitly, or keep "
+                                f"the JSON that tools/export_edm_pkl.py wrote next to the .npz.") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{json_path} is not a config sidecar (a JSON object with a 'config' entry): "
+                         f"{type(e).__name__}: {e}. {_EXPORT_FIX}") from e
+    if meta.get("sigma_data", diffusion.SIGMA_DATA) != diffusion.SIGMA_DATA:
+        raise ValueError(f"{json_path}: sigma_data = {meta['sigma_data']}, but the EDM preconditioning here uses "
+                         f"{diffusion.SIGMA_DATA} (REFERENCE 2.1); this checkpoint cannot be used as is.")
+    return config
+
+
+def load_teacher(npz_path, config: dict | None = None, dtype=jnp.float32, prefix: str = "model."):
+    """An exported EDM teacher -> (model, params): `model` = adm_denoiser(config, dtype) (D(x; sigma, y),
+    REFERENCE 2.1), `params` its Flax params (float32). `config` defaults to the sidecar `<name>.json`.
+
+    Raises FileNotFoundError / ValueError naming the file and the fix when the file is missing, corrupt, or
+    does not match the config (missing / unexpected keys, shape mismatches).
+    """
+    npz_path = Path(npz_path)
+    source = "the given config"
+    if config is None:
+        config, source = read_config(sidecar_path(npz_path)), f"the config in {sidecar_path(npz_path)}"
+    state_dict = load_state_dict(npz_path)
+    try:
+        params = params_from_state_dict(state_dict, config, prefix=prefix)
+    except ValueError as e:
+        raise ValueError(f"{npz_path} does not match {source}: {e}") from e
+    return adm_denoiser(config, dtype=dtype), params
 
 
 def edm_denoiser(state_dict: Mapping[str, np.ndarray], config: dict, dtype=jnp.float32,

@@ -71,11 +71,14 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
         state = ckpt.restore(state, start)
     if int(state.step) != start:
         raise ValueError(f"restored state is at step {int(state.step)}, expected {start}")
-    _truncate_log(log_path, start)
-    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not progress, dynamic_ncols=True)
+    main = jax.process_index() == 0           # multi-host: one process writes the log
+    if main:
+        _truncate_log(log_path, start)
+    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not (progress and main),
+               dynamic_ncols=True)
     step = start
     try:
-        with log_path.open("a") as log:
+        with (log_path.open("a") if main else open(os.devnull, "w")) as log:
             for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
                 state, metrics = _run_chunk(step_fn, state, consts, (stop - step) // steps_per_call)
                 metrics = jax.device_get(metrics)

@@ -40,6 +40,25 @@ class Dataset:
     train_images: Any = None      # (M, ...) for memorization statistics, images only
 
 
+def image_dataset(name: str, images, labels, label_dim: int = 0) -> Dataset:
+    """A finite image training set (N, H, W, C) in [-1, 1] with integer labels (N,), sampled uniformly with
+    replacement inside the jitted step; labels become one-hot (label_dim) or None when label_dim == 0."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"images must be a non-empty (N, H, W, C) array, got shape {images.shape}")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    consts = (jnp.asarray(images), None if labels is None else jnp.asarray(labels, jnp.int32))
+
+    def sample(key, n, consts):
+        idx = jax.random.randint(key, (n,), 0, consts[0].shape[0])
+        y = jax.nn.one_hot(consts[1][idx], label_dim) if label_dim else None
+        return consts[0][idx], y
+
+    return Dataset(name=name, shape=images.shape[1:], sample=sample, consts=consts, label_dim=label_dim,
+                   kind="images", train_images=images)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     name: str
@@ -50,12 +69,14 @@ class Config:
     distill: distill.DistillConfig = distill.DistillConfig()
     distill_snapshots: tuple[int, ...] = ()   # teacher steps to distill; () = the final teacher only
     eval_n: int = 1000                     # N shared noises for Delta_E (paper: 1000)
+    pca_n: int = 2000                      # image data: triplets in the PCA figure (Fig. 1, 9: 2000)
     eval_ks: tuple[int, ...] = (1, 8, 32)      # Phi_K computed on all N noises
     figure_ks: tuple[int, ...] = ()            # Phi_K computed on the first `n_show` noises only (figures)
     n_show: int = 30                           # images per row in Fig. 1 / 6 / 11
     k_ref: int = 8                         # Phi_K the student is compared with (paper: K = 8)
     eval_batch: int = 1000
     seed: int = 0
+    compute_dtype: str = "float32"         # network interior: "float32" or "bfloat16" (GPU/TPU; DMD2's --use_fp16)
 
     def snapshots(self) -> tuple[int, ...]:
         return tuple(sorted(self.distill_snapshots)) or (self.teacher.steps,)
@@ -74,14 +95,22 @@ class Config:
         bad = [s for s in self.snapshots() if not 1 <= s <= self.teacher.steps]
         if bad:
             raise ValueError(f"snapshots {bad} lie outside 1..teacher.steps={self.teacher.steps}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def build_model(cfg: Config, data: Dataset) -> Denoiser:
+    """The Denoiser of cfg. In bfloat16 mode only the network interior runs in bf16: preconditioning, losses,
+    optimiser and master weights stay float32 (as DMD2's --use_fp16, REFERENCE 1.6)."""
+    dtype = jnp.dtype(cfg.compute_dtype)
     if cfg.net == "mlp":
-        return Denoiser(MLP(**cfg.net_kwargs))
+        return Denoiser(MLP(**cfg.net_kwargs, dtype=dtype))
     if cfg.net == "adm":
         from dmdjax.nets.adm import adm_denoiser
-        return adm_denoiser(cfg.net_kwargs)
+        return adm_denoiser(cfg.net_kwargs, dtype=dtype)
     raise ValueError(f"unknown net {cfg.net!r}; choose 'mlp' or 'adm'")
 
 
@@ -99,8 +128,10 @@ def _teacher_step(model, tcfg: teacher.TeacherConfig, sample: Callable, seed: in
 
 
 @functools.lru_cache(maxsize=8)
-def _distill_step(model, dcfg: distill.DistillConfig, seed: int, label_dim: int, shape: tuple, mesh):
-    return distill.make_step(model, dcfg, keys(seed)["distill"], label_dim, shape, mesh)
+def _distill_step(model, dcfg: distill.DistillConfig, seed: int, label_dim: int, shape: tuple, mesh, sample=None):
+    """Callers pass `dcfg.step_fields()` (so runs differing only in length share the compiled step) and the
+    Dataset's `sample` only when the GAN term needs real data."""
+    return distill.make_step(model, dcfg, keys(seed)["distill"], label_dim, shape, mesh, sample)
 
 
 def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress: bool = True):
@@ -126,12 +157,36 @@ def teacher_snapshot(ckpt: Checkpointer, template_state, step: int):
 
 
 def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True):
-    """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState."""
-    step = _distill_step(model, cfg.distill, cfg.seed, data.label_dim, tuple(data.shape), mesh)
+    """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState.
+
+    With DMD2's GAN term the step also samples real data (`data.sample` on `data.consts`) and the fake-score state
+    holds the classifier head; with DMD1's regression term it takes N_ref teacher pairs, computed once and kept in
+    outdir/regression_pairs.npz (distill.py). Both off: plain DMD, as before."""
+    dcfg = cfg.distill
+    step = _distill_step(model, dcfg.step_fields(), cfg.seed, data.label_dim, tuple(data.shape), mesh,
+                         data.sample if dcfg.gan else None)
+    key = keys(cfg.seed)["distill"]
+    cls_params = distill.init_classifier(model, dcfg, key, tuple(data.shape), data.label_dim) if dcfg.gan else None
+    pairs = None
+    if dcfg.regression:
+        outdir.mkdir(parents=True, exist_ok=True)
+        path = outdir / "regression_pairs.npz"
+        if path.exists():
+            with np.load(path) as f:
+                pairs = (f["z"], f["y"], f["labels"] if "labels" in f else None)
+        else:   # deterministic in (seed, teacher): every host computes them, the first one keeps them
+            pairs = distill.teacher_pairs(model, teacher_params, dcfg, key, tuple(data.shape), data.label_dim)
+            if jax.process_index() == 0:
+                tmp = path.with_suffix(".tmp")
+                with tmp.open("wb") as f:
+                    np.savez(f, z=pairs[0], y=pairs[1], **({} if pairs[2] is None else {"labels": pairs[2]}))
+                tmp.replace(path)
     teacher_params = parallel.replicate(teacher_params, mesh)
-    state = parallel.replicate(distill.init_state(teacher_params, cfg.distill), mesh)
+    state = parallel.replicate(distill.init_state(teacher_params, dcfg, cls_params), mesh)
+    consts = distill.step_consts(dcfg, teacher_params, parallel.replicate(data.consts, mesh) if dcfg.gan else None,
+                                 parallel.replicate(pairs, mesh))
     ckpt = Checkpointer(outdir / "ckpt")
-    return loop.run_loop(step, state, teacher_params, num_steps=cfg.distill.iterations, ckpt=ckpt,
+    return loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
                          log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
                          ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
                          steps_per_call=cfg.distill.gen_every)
@@ -153,11 +208,19 @@ def _batched(fn: Callable, z, labels, batch: int):
     return np.concatenate([np.asarray(o) for o in outs])
 
 
-def eval_noise(cfg: Config, data: Dataset):
-    """The N shared unit-normal noises z (and labels) every model is evaluated on."""
+def eval_noise(cfg: Config, data: Dataset, n: int | None = None):
+    """The shared unit-normal noises z (n, *shape) (and one-hot labels (n, label_dim)) every model is evaluated on.
+
+    The first `eval_n` are the same whatever `n` is (extra ones come from their own stream), so Delta_E's noise
+    set does not depend on how many extra triplets the PCA figure uses."""
     k = keys(cfg.seed)
-    z = jax.random.normal(k["eval_noise"], (cfg.eval_n,) + data.shape)
-    labels = (jax.nn.one_hot(jax.random.randint(k["eval_labels"], (cfg.eval_n,), 0, data.label_dim),
+    n = cfg.eval_n if n is None else n
+
+    def draw(key, fn):
+        first = fn(key, min(n, cfg.eval_n))
+        return first if n <= cfg.eval_n else jnp.concatenate([first, fn(jax.random.fold_in(key, 1), n - cfg.eval_n)])
+    z = draw(k["eval_noise"], lambda key, m: jax.random.normal(key, (m,) + tuple(data.shape)))
+    labels = (jax.nn.one_hot(draw(k["eval_labels"], lambda key, m: jax.random.randint(key, (m,), 0, data.label_dim)),
                              data.label_dim) if data.label_dim else None)
     return z, labels
 
@@ -172,78 +235,93 @@ def generate_samples(cfg: Config, model, teacher_params, gen_params, z, labels) 
 
 
 def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outdir: Path) -> dict:
-    """Samples on the shared noises, Delta_E and companions, distribution fit, figures; writes results.json."""
+    """Samples on the shared noises, Delta_E and companions, distribution fit, figures; writes samples.npz.
+
+    Delta_E and the fit use the first `eval_n` noises; image data also get `pca_n` triplets for the PCA figure
+    (Fig. 1, 9) and, when the data set has training images, the memorization and boundary statistics."""
     t0 = time.perf_counter()
-    z, labels = eval_noise(cfg, data)
+    n_all = max(cfg.eval_n, cfg.pca_n) if data.kind == "images" else cfg.eval_n
+    z, labels = eval_noise(cfg, data, n_all)
     s = generate_samples(cfg, model, teacher_params, gen_params, z, labels)
-    ref, g = s[f"phi_{cfg.k_ref}"], s["g"]
+    n = cfg.eval_n
+    ref, g = s[f"phi_{cfg.k_ref}"][:n], s["g"][:n]
     te = metrics.transport_energies(ref, g)
-    init = metrics.transport_energies(ref, s["phi_1"])
+    init = metrics.transport_energies(ref, s["phi_1"][:n])
     # Distribution fit on independent halves: W2 from G's first half to Phi_K's second half, against the same
     # for Phi_K's own first half (the finite-sample floor) and for Phi_1 (the student at initialisation).
-    h = len(z) // 2
+    h = n // 2
     w2 = lambda a: float(np.sqrt(metrics.transport_energies(a[:h], ref[h:2 * h]).e_ot))
     flat = lambda a: np.asarray(a).reshape(len(a), -1)
-    dist_1 = np.linalg.norm(flat(s["phi_1"]) - flat(ref), axis=1)   # ||Phi_1(z) - Phi_K(z)|| per seed
-    dist_g = np.linalg.norm(flat(g) - flat(ref), axis=1)            # ||G(z) - Phi_K(z)|| per seed
+    dist_1 = np.linalg.norm(flat(s["phi_1"]) - flat(s[f"phi_{cfg.k_ref}"]), axis=1)   # ||Phi_1(z) - Phi_K(z)||
+    dist_g = np.linalg.norm(flat(s["g"]) - flat(s[f"phi_{cfg.k_ref}"]), axis=1)       # ||G(z) - Phi_K(z)||
     dm = loop.read_log(outdir / "metrics.jsonl")
     tail = max(1, len(dm["dm_loss"]) // 20)
     result = {
         "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
         "delta_e_phi1": float(init.delta_e),
-        "fit": {"w2_student": w2(g), "w2_teacher_floor": w2(ref), "w2_phi1": w2(s["phi_1"])},
-        "dist_phi1_ref_mean": float(np.mean(dist_1)), "dist_g_ref_mean": float(np.mean(dist_g)),
+        "fit": {"w2_student": w2(g), "w2_teacher_floor": w2(ref), "w2_phi1": w2(s["phi_1"][:n])},
+        "dist_phi1_ref_mean": float(np.mean(dist_1[:n])), "dist_g_ref_mean": float(np.mean(dist_g[:n])),
+        "frac_g_closer_than_phi1": float(np.mean(dist_g[:n] < dist_1[:n])),
         "final_dm_loss": float(np.mean(dm["dm_loss"][-tail:])),
-        "k_ref": cfg.k_ref, "n": cfg.eval_n,
+        "k_ref": cfg.k_ref, "n": n,
     }
     for k in cfg.figure_ks:
         s[f"phi_{k}"] = _batched(lambda z, y, k=k: _phi_k(model, teacher_params, z, k, y), z[:cfg.n_show],
                                  None if labels is None else labels[:cfg.n_show], cfg.eval_batch)
+    if data.kind == "images":
+        pairing_figures(s, dist_1, dist_g, outdir, cfg)
     if data.train_images is not None:
-        result.update(copying_statistics(s, ref, dist_1, dist_g, data.train_images, outdir, cfg))
-    np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment), **s)
-    draw_figures(cfg, data, outdir, np.asarray(z), s, result, dm)
+        result.update(copying_statistics(s, data.train_images, outdir, cfg))
+    extra = {} if labels is None else {"labels": np.asarray(labels)}
+    np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment),
+                        dist_phi1=dist_1, dist_g=dist_g, **extra, **s)
+    draw_figures(cfg, data, outdir, np.asarray(z[:n]), {k: v[:n] for k, v in s.items()}, result, dm)
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
 
 
-def copying_statistics(s: dict, ref, dist_1, dist_g, train_images, outdir: Path, cfg: Config) -> dict:
-    """Sec. 4.1.2 / 4.2.1 for image data: memorization ratios r(Phi_K(z)) (Fig. 12), D(z) vs delta(z) (Fig. 5),
-    ||Phi_1 - Phi_K|| vs ||G - Phi_K|| (Fig. 11 bottom), quintuples with nearest training images (Fig. 6 / 11
-    top), PCA of the triplets (Fig. 1 bottom). Writes the figures; returns the statistics."""
-    mem = metrics.memorization_ratio(ref, train_images)
-    d_z = metrics.mean_train_distance(ref, train_images)
-    delta = metrics.relative_displacement(s["g"], s["phi_1"], ref)
+def pairing_figures(s: dict, dist_1, dist_g, outdir: Path, cfg: Config) -> None:
+    """Image data: PCA of the (Phi_K, Phi_1, G) triplets on the leading components of Phi_K (Fig. 1 bottom, 9)
+    and ||Phi_1 - Phi_K|| against ||G - Phi_K|| per seed (Fig. 10, 11 bottom)."""
     k = cfg.k_ref
-    train = np.asarray(train_images)
-    n = cfg.n_show
-    rows = {"Phi_1": s["phi_1"][:n], f"Phi_{k}": ref[:n], "G": s["g"][:n],
-            "x1": train[mem.indices[:n, 0]], "x2": train[mem.indices[:n, 1]]}
-    figures.save(figures.image_rows(rows, n), outdir / "quintuples.png")
-    p_ref, p_1, p_g = metrics.pca_projection(ref, s["phi_1"], s["g"])
-    z_pca = np.asarray(p_ref)
-    figures.save(figures.pca_triplets({f"Phi_{k}": p_ref, "Phi_1": p_1, "G": p_g}, z_pca), outdir / "pca.png")
-    figures.save(figures.displacement_scatter(d_z, delta, "D(z)", "delta(z)", diagonal=False, hline=0.0),
-                 outdir / "boundary.png")
+    p_ref, p_1, p_g = metrics.pca_projection(s[f"phi_{k}"], s["phi_1"], s["g"])
+    figures.save(figures.pca_triplets({f"Phi_{k}": p_ref, "Phi_1": p_1, "G": p_g}, np.asarray(p_ref)),
+                 outdir / "pca.png")
     figures.save(figures.displacement_scatter(dist_1, dist_g, f"||Phi_1 - Phi_{k}||", f"||G - Phi_{k}||"),
                  outdir / "distances.png")
+
+
+def copying_statistics(s: dict, train_images, outdir: Path, cfg: Config) -> dict:
+    """Sec. 4.1.2 / 4.2.1 against the training set, on the first `eval_n` seeds: memorization ratios
+    r(Phi_K(z)) (Fig. 12), D(z) vs delta(z) (Fig. 5), quintuples with the nearest training images (Fig. 6 / 11
+    top). Writes the figures; returns the statistics."""
+    k, n = cfg.k_ref, cfg.eval_n
+    ref, g, phi_1 = s[f"phi_{k}"][:n], s["g"][:n], s["phi_1"][:n]
+    mem = metrics.memorization_ratio(ref, train_images)
+    d_z = metrics.mean_train_distance(ref, train_images)
+    delta = metrics.relative_displacement(g, phi_1, ref)
+    train = np.asarray(train_images)
+    m = cfg.n_show
+    rows = {"Phi_1": phi_1[:m], f"Phi_{k}": ref[:m], "G": g[:m],
+            "x1": train[mem.indices[:m, 0]], "x2": train[mem.indices[:m, 1]]}
+    figures.save(figures.image_rows(rows, m), outdir / "quintuples.png")
+    figures.save(figures.displacement_scatter(d_z, delta, "D(z)", "delta(z)", diagonal=False, hline=0.0),
+                 outdir / "boundary.png")
     figures.save(figures.histogram(mem.ratio, f"r(Phi_{k}(z))"), outdir / "memorization.png")
-    np.savez_compressed(outdir / "copying_stats.npz", r=mem.ratio, neighbours=mem.indices, d_z=d_z, delta=delta,
-                        dist_phi1=dist_1, dist_g=dist_g)
+    np.savez_compressed(outdir / "copying_stats.npz", r=mem.ratio, neighbours=mem.indices, d_z=d_z, delta=delta)
     r = np.asarray(mem.ratio)
     return {
         "memorization": {"r_mean": float(r.mean()), "r_min": float(r.min()), "r_median": float(np.median(r)),
                          "frac_r_below_1_3": float(np.mean(r < 1 / 3))},
         "boundary": {"corr_d_delta": float(np.corrcoef(d_z, delta)[0, 1]), "frac_delta_negative":
                      float(np.mean(np.asarray(delta) < 0))},
-        "frac_g_closer_than_phi1": float(np.mean(dist_g < dist_1)),
     }
 
 
 def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: dict, dm: dict) -> None:
     ref_name = f"Phi_{cfg.k_ref}"
     ref = s[f"phi_{cfg.k_ref}"]
-    tag = f"{cfg.name}, teacher {outdir.name.split('_')[-1]} steps: Delta_E = {result['delta_e']:.3g}"
+    tag = f"{cfg.name}, {outdir.name.replace('_', ' ')}: Delta_E = {result['delta_e']:.3g}"
     if data.kind == "points":
         fig = figures.pairing_scatter({"z": z, ref_name: ref, "Phi_1": s["phi_1"], "G": s["g"]}, z, tag, lim=3.0)
         figures.save(fig, outdir / "pairing.png")

@@ -14,7 +14,7 @@ import json
 import sys
 
 from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, add_mnist_flags, apply_common_flags, mnist_dataset
+from dmdjax.cli import add_common_flags, add_mnist_flags, apply_common_flags, device_mesh, mnist_dataset
 
 
 def main(argv=None, conditional: bool = False) -> dict:
@@ -27,7 +27,8 @@ def main(argv=None, conditional: bool = False) -> dict:
                                                | {cfg.teacher.steps}))
     cfg = configs.override(cfg, **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
     data = mnist_dataset(cfg, args.mnist_dir)
-    summary = pipeline.run(cfg, data, args.workdir, progress=not args.quiet)
+    summary = pipeline.run(cfg, data, args.workdir, mesh=device_mesh(args),
+                           progress=not args.quiet)
     print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
     return summary
 

@@ -12,7 +12,7 @@ import json
 import sys
 
 from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, apply_common_flags, positive_int
+from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, positive_int
 from dmdjax.data import toy
 
 
@@ -29,7 +29,8 @@ def main(argv=None) -> dict:
     add_common_flags(parser)
     args = parser.parse_args(argv)
     cfg = apply_common_flags(configs.toy(args.dataset, args.preset), args)
-    summary = pipeline.run(cfg, toy_dataset(args.dataset), args.workdir, progress=not args.quiet)
+    summary = pipeline.run(cfg, toy_dataset(args.dataset), args.workdir, mesh=device_mesh(args),
+                           progress=not args.quiet)
     print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
     return summary
 

@@ -23,7 +23,7 @@ def tiny_config(**changes):
     cfg = configs.override(configs.mnist("cpu"), **{
         "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.snapshots": (2, 4), "teacher.ckpt_every": 2,
         "distill_snapshots": (2, 4), "distill.iterations": 10, "distill.ckpt_every": 5, "distill.warmup": 0,
-        "eval_n": 16, "n_show": 8, "eval_batch": 16})
+        "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24})
     return configs.override(cfg, **changes)
 
 
@@ -67,7 +67,9 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
         assert (tmp_path / "a" / "student_4" / png).stat().st_size > 1000, png
     assert (tmp_path / "a" / "dm_loss.png").exists()
     samples = np.load(tmp_path / "a" / "student_4" / "samples.npz")
-    assert samples["phi_32"].shape == (8, 8, 8, 1) and samples["phi_8"].shape == (16, 8, 8, 1)
+    # Delta_E on eval_n = 16 noises; Phi_1, Phi_8, G on pca_n = 24 for the PCA figure; Phi_32 on n_show = 8
+    assert samples["phi_32"].shape == (8, 8, 8, 1) and samples["phi_8"].shape == (24, 8, 8, 1)
+    assert samples["g"].shape == (24, 8, 8, 1) and snap["n"] == 16
 
     # interrupt during the second student's distillation, then rerun: same numbers
     real_chunk, calls = loop._run_chunk, {"n": 0}

@@ -63,3 +63,50 @@ def test_batch_must_divide_devices_on_one_device():
     parallel.check_batch(7, None)   # a single device takes any batch
     with pytest.raises(ValueError, match="num_devices"):
         parallel.data_mesh(99)
+
+
+TOY_RUN = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, "experiments")
+    import toy
+    out = {}
+    for n in (1, 4):
+        s = toy.main([f"--devices={n}", "--teacher_steps=40", "--distill_iterations=40", "--eval_n=64", "--quiet",
+                      f"--workdir={sys.argv[1]}/dev{n}"])
+        out[n] = s["snapshots"]["40"]
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_toy_run_end_to_end_same_delta_e_on_four_devices(tmp_path):
+    """The whole pipeline (teacher, DMD, evaluation) through the command line on 1 and 4 devices."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", TOY_RUN, str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=parallel.__file__.rsplit("/dmdjax/", 1)[0])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    one, four = out["1"], out["4"]
+    for key in ("delta_e", "e_dt", "e_ot", "final_dm_loss"):
+        assert four[key] == pytest.approx(one[key], rel=1e-3, abs=1e-4), key
+    assert one["e_ot"] > 0
+
+
+def test_bf16_mode_keeps_float32_params_and_outputs():
+    import jax
+    import jax.numpy as jnp
+
+    from dmdjax import configs, pipeline, teacher
+    tiny_adm = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16, channel_mult=[1],
+                    num_blocks=1, attn_resolutions=[], dropout=0.0)
+    for cfg in (configs.toy("chessboard"), configs.override(configs.mnist("cpu"), net_kwargs=tiny_adm)):
+        cfg = configs.override(cfg, compute_dtype="bfloat16")
+        model = pipeline.build_model(cfg, None)
+        assert model.net.dtype == jnp.bfloat16
+        shape = (2, 4) if cfg.net == "mlp" else (2, 8, 8, 1)
+        params = teacher.init_params(model, jax.random.PRNGKey(0), jnp.zeros(shape))
+        assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+        out = model.apply({"params": params}, jnp.ones(shape), jnp.full((2,), 1.0))
+        assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
+    with pytest.raises(ValueError, match="compute_dtype"):
+        configs.override(configs.toy("chessboard"), compute_dtype="float16").validate()

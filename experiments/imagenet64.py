@@ -1,0 +1,102 @@
+"""Conditional ImageNet-64 (paper App. D; Fig. 8-10): EDM's pre-trained ADM teacher -> one-step DMD student ->
+Phi_1, Phi_8, Phi_32 (deterministic Heun, S_churn = 0) and G on N shared noises with random labels -> Delta_E.
+
+    python tools/export_edm_pkl.py --pkl=edm-imagenet-64x64-cond-adm.pkl --edm_dir=edm --out=teacher/edm64.npz
+    python experiments/imagenet64.py --teacher_npz=teacher/edm64.npz --workdir=runs/imagenet64 [--bf16]
+
+The teacher is not trained here: it is EDM's `edm-imagenet-64x64-cond-adm.pkl`, exported once to `.npz` with
+tools/export_edm_pkl.py (the only step that needs torch). The paper preset distills with batch 32 for 50,000
+iterations at lr 2e-6 (one H100 in the paper). Layout: workdir/config.json, workdir/student/ (Orbax checkpoints,
+metrics.jsonl, samples.npz, figures), workdir/results.json. Rerunning the same command resumes from the last
+checkpoint and skips a finished evaluation. `--config_json` replaces the preset's network config by a sidecar's
+(e.g. a small network in the same export format, for a smoke run on a CPU).
+
+Does DMD without the GAN term need ImageNet images? No. A distillation iteration (`dmdjax.distill.make_iteration`)
+consumes the teacher's params, unit noise z, uniformly random one-hot labels, and random noise levels and eps:
+G(z) = D(80 z; 80, y) (REFERENCE 1.2), the DM loss compares the teacher's and the fake score's denoisings of
+noised G(z) (1.4), and the fake score is trained on detached G(z) (1.5). DMD2 also draws a real ImageNet batch
+every iteration (1.6), but uses it only in the GAN classifier's real branch (1.7), which the paper disables
+(App. D). So the Dataset below has no sampler and no training images; the evaluation (Delta_E between Phi_8 and
+G, the figures) needs none either. Only the memorization statistics (Sec. 4.1.2, done on MNIST) and an FID would
+need ImageNet data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from dmdjax import configs, convert, pipeline
+from dmdjax.checkpoint import check_config
+from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, positive_int
+
+
+def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
+    """The data DMD without GAN sees: only the sample shape and the number of classes, no images."""
+    net = cfg.net_kwargs
+    shape = (int(net["img_resolution"]), int(net["img_resolution"]), int(net["in_channels"]))
+    return pipeline.Dataset(name=cfg.dataset, shape=shape, sample=None, label_dim=int(net.get("label_dim", 0)),
+                            kind="images", train_images=None)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher_npz", required=True, type=Path,
+                        help="the teacher exported by tools/export_edm_pkl.py (.npz state dict)")
+    parser.add_argument("--config_json", type=Path,
+                        help="network config sidecar (JSON with 'config'); default: the preset's (EDM ImageNet-64)")
+    parser.add_argument("--pca_n", type=positive_int, help="override the number of triplets in the PCA figure")
+    add_common_flags(parser)
+    parser.set_defaults(preset="paper")
+    args = parser.parse_args(argv)
+    if args.preset != "paper":
+        parser.error("--preset: imagenet64 has only the paper preset; for a small run pass a small exported "
+                     "network with --teacher_npz and --config_json")
+    cfg = apply_common_flags(configs.imagenet64(args.preset), args)
+    if args.config_json:
+        try:
+            cfg = configs.override(cfg, net_kwargs=convert.read_config(args.config_json))
+        except (OSError, ValueError) as e:
+            parser.error(f"--config_json: {e}")
+    if args.pca_n:
+        cfg = configs.override(cfg, pca_n=args.pca_n)
+    cfg.validate()
+    workdir = Path(args.workdir)
+    check_config(workdir / "config.json", {**cfg.to_dict(), "teacher_npz": args.teacher_npz.name})
+    result_path = workdir / "results.json"
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+    else:
+        mesh = device_mesh(args)   # first: --distributed must initialise before any computation
+        try:
+            model, teacher_params = convert.load_teacher(args.teacher_npz, cfg.net_kwargs,
+                                                         dtype=jnp.dtype(cfg.compute_dtype))
+        except (OSError, ValueError) as e:
+            parser.error(f"--teacher_npz: {e}")
+        result = distill_and_evaluate(cfg, model, teacher_params, workdir / "student", mesh, not args.quiet)
+        result = {"teacher_npz": str(args.teacher_npz), **result, "config": cfg.to_dict()}
+        tmp = result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(result_path)
+    print(json.dumps({"workdir": str(workdir), "delta_e": result["delta_e"]}, indent=1))
+    return result
+
+
+def distill_and_evaluate(cfg: pipeline.Config, model, teacher_params, outdir: Path, mesh=None,
+                         progress: bool = True) -> dict:
+    """Distill (or resume distilling) G from the teacher into `outdir`, then evaluate it (pipeline.evaluate)."""
+    data = teacher_dataset(cfg)
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    state = pipeline.distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
+    t_distill = time.perf_counter() - t0
+    return {**pipeline.evaluate(cfg, data, model, teacher_params, state.gen.params, outdir),
+            "distill_wall_s": t_distill}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
