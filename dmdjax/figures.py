@@ -142,3 +142,124 @@ def histogram(values: np.ndarray, xlabel: str, title: str = "", bins: int = 50):
     if title:
         ax.set_title(title)
     return fig
+
+
+def bar_panels(values: dict[str, dict[str, float]], ylabel: str, title: str = ""):
+    """One panel per outer key (e.g. dataset) with one bar per inner key (e.g. plain / gan / regression), linear
+    axis from 0 (the panels' scales differ: Delta_E is ~1 on the toys, ~0.01 on MNIST), values on the bars.
+    values: {panel: {bar: value}}."""
+    fig, axes = plt.subplots(1, len(values), figsize=(0.6 + 2.8 * len(values), 3.4), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax, (panel, bars) in zip(axes[0], values.items()):
+        names = list(bars)
+        rects = ax.bar(range(len(names)), [bars[n] for n in names], color=colors[:len(names)])
+        ax.bar_label(rects, labels=[f"{bars[n]:.3g}" for n in names], fontsize=8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, fontsize=8)
+        ax.set_title(panel)
+        ax.margins(y=0.15)
+    axes[0, 0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str, title: str = "",
+              logx: bool = False, logy: bool = False, ax=None):
+    """One marked line per label: series {label: (x, y)}. Draws into `ax` if given, else a new figure."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    for label, (x, y) in series.items():
+        ax.plot(np.asarray(x), np.asarray(y), "o-", ms=3, lw=1, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig if fig is not None else ax.figure
+
+
+def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
+    """Issue 7's dynamics figure: one row per run; left Delta_E(Phi_K, G_t) at the recorded iterations t (and
+    Delta_E(G_T, G_t) against the final student: when the student's pairing is settled), right the DM loss per
+    iteration (running mean over `smooth`). rows: {label: {'step', 'delta_e', 'delta_e_to_final',
+    'dm_step', 'dm_loss'}}."""
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False)
+    for (label, r), (ax_e, ax_l) in zip(rows.items(), axes):
+        step = np.asarray(r["step"])
+        ax_e.plot(step, np.maximum(np.asarray(r["delta_e"]), 1e-6), "o-", ms=3, lw=1, label=r"$\Delta_E(\Phi_K, G_t)$")
+        if "delta_e_to_final" in r:   # 0 at t = T by definition: not drawn
+            ax_e.plot(step[:-1], np.maximum(np.asarray(r["delta_e_to_final"])[:-1], 1e-6), "s--", ms=3, lw=1,
+                      label=r"$\Delta_E(G_T, G_t)$")
+        ax_e.set_yscale("log")
+        ax_e.set_xlabel("distillation iteration t")
+        ax_e.set_ylabel(r"$\Delta_E$")
+        ax_e.set_title(label)
+        ax_e.legend(fontsize=8)
+        loss, dm_step = np.asarray(r["dm_loss"]), np.asarray(r["dm_step"])
+        w = max(1, min(smooth, len(loss) // 10))
+        ax_l.plot(dm_step[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1)
+        ax_l.set_yscale("log")
+        ax_l.set_xlim(ax_e.get_xlim())
+        ax_l.set_xlabel("distillation iteration t")
+        ax_l.set_ylabel("DM loss")
+        ax_l.set_title(f"{label}: DM loss")
+    fig.tight_layout()
+    return fig
+
+
+def quadruple_panels(panels: dict[str, dict[str, np.ndarray]], n: int = 30):
+    """Fig. 8: one panel per data set (title), each with rows of n images (e.g. Phi_1, Phi_8, Phi_32, G)."""
+    n_rows = sum(len(rows) for rows in panels.values())
+    fig = plt.figure(figsize=(n * 0.45, n_rows * 0.5 + 0.45 * len(panels)))
+    sub = fig.subfigures(len(panels), 1, squeeze=False)[:, 0]
+    for sf, (title, rows) in zip(sub, panels.items()):
+        axes = sf.subplots(len(rows), n, squeeze=False)
+        for r, (name, imgs) in enumerate(rows.items()):
+            imgs = np.clip((np.asarray(imgs[:n]) + 1) / 2, 0, 1)
+            for c in range(n):
+                ax = axes[r, c]
+                ax.axis("off")
+                if c < len(imgs):
+                    img = imgs[c]
+                    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            axes[r, 0].text(-0.5, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+        sf.suptitle(title, fontsize=9)
+        sf.subplots_adjust(wspace=0.02, hspace=0.05)
+    return fig
+
+
+def pca_grid(rows: dict[str, dict[str, np.ndarray]]):
+    """Fig. 9: one row per data set, panels (Phi_8, Phi_1, G) projected on Phi_8's two leading PCs, coloured by
+    seed (the colour comes from the Phi_8 projection)."""
+    names = list(rows)
+    cols = list(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(names), len(cols), figsize=(3.2 * len(cols), 3.1 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        colors = seed_colors(rows[name][cols[0]])
+        for c, col in enumerate(cols):
+            pts = np.asarray(rows[name][col])
+            axes[r, c].scatter(pts[:, 0], pts[:, 1], c=colors, s=3, linewidths=0)
+            axes[r, c].set_title(f"{name}: {col}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def distance_panels(panels: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str):
+    """Fig. 10: one scatter per data set of (||Phi_1 - Phi_8||, ||G - Phi_8||) per seed, with the diagonal."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.6), squeeze=False)
+    for ax, (name, (x, y)) in zip(axes[0], panels.items()):
+        ax.scatter(x, y, s=4, alpha=0.6, linewidths=0)
+        hi = float(max(np.max(x), np.max(y)))
+        ax.plot([0, hi], [0, hi], "r--", lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -187,6 +187,8 @@ class DhariwalUNet(nn.Module):
     labels are ignored when label_dim == 0 (as EDMPrecond). Dropout / label dropout only when train=True
     (rng stream 'dropout'). Attention heads = channels // 64 (EDM's channels_per_head), so blocks with fewer
     than 64 channels get no attention even at an attention resolution; `dec_<res>_in0` always has attention.
+    `return_bottleneck=True` returns the encoder output instead (DMD2's GAN head input, REFERENCE 1.7): e.g.
+    (B, 8, 8, 768) for ImageNet-64, (B, 4, 4, 256) for the paper's MNIST net, (B, 8, 8, 64) for the cpu one.
     """
     img_resolution: int
     in_channels: int
@@ -205,7 +207,7 @@ class DhariwalUNet(nn.Module):
         return UNetBlock(out_channels, dropout=self.dropout, dtype=self.dtype, name=name, **kw)
 
     @nn.compact
-    def __call__(self, x, c_noise, labels=None, train: bool = False):
+    def __call__(self, x, c_noise, labels=None, train: bool = False, return_bottleneck: bool = False):
         mc = self.model_channels
         emb_ch = mc * self.channel_mult_emb
 
@@ -244,6 +246,8 @@ class DhariwalUNet(nn.Module):
                 x = self._block(cout, f"enc_{res}x{res}_block{idx}",
                                 attention=res in self.attn_resolutions)(x, emb, train)
                 skips.append(x)
+        if return_bottleneck:   # DMD2's return_bottleneck: the encoder output (B, res/2^(L-1), same, C_last)
+            return x.astype(jnp.float32)
 
         # Decoder; every `block{idx}` takes concat(x, skip).
         for level, mult in reversed(list(enumerate(self.channel_mult))):

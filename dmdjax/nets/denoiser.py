@@ -19,10 +19,14 @@ class Denoiser(nn.Module):
     net: nn.Module
     sigma_data: float = diffusion.SIGMA_DATA
 
-    def __call__(self, x, sigma, labels=None, train: bool = False):
+    def __call__(self, x, sigma, labels=None, train: bool = False, return_bottleneck: bool = False):
+        """return_bottleneck: instead of D, the raw network's bottleneck features of F(c_in x, c_noise, y)
+        (DMD2's `return_bottleneck=True`, REFERENCE 1.7): (B, H', W', C') for the ADM, (B, width) for the MLP."""
         x = jnp.asarray(x, jnp.float32)
         sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (x.shape[0],))
         c_skip, c_out, c_in, c_noise = diffusion.precond(diffusion.expand(sigma, x), self.sigma_data)
+        if return_bottleneck:
+            return self.net(c_in * x, c_noise.reshape(-1), labels, train=train, return_bottleneck=True)
         f = self.net(c_in * x, c_noise.reshape(-1), labels, train=train)
         return c_skip * x + c_out * f.astype(jnp.float32)
 

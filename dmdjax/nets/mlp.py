@@ -2,7 +2,7 @@
 embedding of the noise level, used as the raw network F inside `Denoiser`."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -20,15 +20,21 @@ def fourier_embedding(c_noise, dim: int = 32, max_freq: float = 64.0):
 
 
 class MLP(nn.Module):
-    """F(x_in, c_noise): x_in (B, d) -> (B, d). Input [x_in, emb(c_noise)] -> hidden SiLU layers -> linear."""
+    """F(x_in, c_noise): x_in (B, d) -> (B, d). Input [x_in, emb(c_noise)] -> hidden SiLU layers -> linear.
+
+    `dtype` is the computation dtype of the hidden layers (params and output stay float32).
+    `return_bottleneck=True` returns the last hidden layer (B, features[-1]) instead (the GAN head's input)."""
     features: Sequence[int] = (384, 384, 384, 384, 384)
     embed_dim: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, c_noise, labels=None, train: bool = False):
+    def __call__(self, x, c_noise, labels=None, train: bool = False, return_bottleneck: bool = False):
         if labels is not None:
             raise ValueError("MLP is unconditional; pass labels=None")
         h = jnp.concatenate([x, fourier_embedding(c_noise, self.embed_dim)], axis=-1)
         for width in self.features:
-            h = nn.silu(nn.Dense(width)(h))
-        return nn.Dense(x.shape[-1])(h)
+            h = nn.silu(nn.Dense(width, dtype=self.dtype)(h))
+        if return_bottleneck:   # the last hidden layer (B, features[-1]): the GAN head's input (dmdjax.gan)
+            return h.astype(jnp.float32)
+        return nn.Dense(x.shape[-1], dtype=self.dtype)(h).astype(jnp.float32)

@@ -1,0 +1,323 @@
+"""Issue 7's studies, each a set of sub-runs of the one pipeline (`pipeline.run`) in sub-workdirs (each with its
+own config.json, checkpoints, results.json and figures), plus a summary results.json and a figure:
+
+    ablation   plain DMD vs + DMD2's GAN term vs + DMD1's regression term (L2), on toys and MNIST (Sec. 4.1.1)
+    dynamics   Delta_E(Phi_K, G_t) on the N shared noises every M iterations, beside the DM loss (Sec. 4.2)
+    sweep      toys embedded isometrically in R^D: Delta_E against D and against the MLP width (Sec. 3.3-3.4)
+
+Every study resumes: rerunning the same command skips finished sub-runs and continues the unfinished one from
+its last checkpoint. Sub-runs of one ablation share the teacher (a copy of the plain run's finished teacher).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dmdjax import configs, figures, loop, metrics, pipeline
+from dmdjax.checkpoint import Checkpointer, check_config
+from dmdjax.data import toy
+
+VARIANTS = ("plain", "gan", "regression")
+TOYS = toy.DATASETS
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data and configs.
+
+@functools.lru_cache(maxsize=None)
+def toy_dataset(name: str, dim: int = toy.DIM, embed_seed: int | None = None) -> pipeline.Dataset:
+    """A toy as a pipeline Dataset: the paper's R^4 toy (embed_seed None, dim 4) or its isometric embedding in
+    R^dim (`toy.get_sampler`). One object per argument tuple, so repeated runs reuse compiled steps."""
+    sample = toy.get_sampler(name, dim=dim, embed_seed=embed_seed)
+    label = name if embed_seed is None and dim == toy.DIM else f"{name}-R{dim}"
+    return pipeline.Dataset(name=label, shape=(dim,), sample=lambda key, n, consts: (sample(key, n), None))
+
+
+def with_width(cfg: pipeline.Config, width: int | None) -> pipeline.Config:
+    """The toy MLP with `width` units in each of its 5 hidden layers (teacher, fake score and student alike)."""
+    if width is None:
+        return cfg
+    depth = len(cfg.net_kwargs.get("features", (384,) * 5))
+    return configs.override(cfg, net_kwargs={**cfg.net_kwargs, "features": (int(width),) * depth})
+
+
+def with_variant(cfg: pipeline.Config, variant: str, regression_weight: float = 0.25) -> pipeline.Config:
+    """plain: DMD as in the paper; gan: + DMD2's GAN term (REFERENCE 1.7, weights 1e-2 / 3e-3); regression: +
+    DMD1's regression term with L2 (REFERENCE 1.8; lambda_reg 0.25 is DMD1's value for LPIPS)."""
+    changes = {"plain": {}, "gan": {"distill.gan": True},
+               "regression": {"distill.regression_weight": regression_weight}}
+    if variant not in changes:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return configs.override(cfg, name=f"{cfg.name}-{variant}", **changes[variant])
+
+
+def base_config(dataset: str, preset: str) -> pipeline.Config:
+    """The dataset's own preset (`configs.toy` / `configs.mnist`) distilled at its final teacher snapshot only."""
+    if dataset in TOYS:
+        return configs.toy(dataset, preset)
+    if dataset == "mnist":
+        return at_final_snapshot(configs.mnist(preset))
+    raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(TOYS + ('mnist',))}")
+
+
+def at_final_snapshot(cfg: pipeline.Config) -> pipeline.Config:
+    """cfg keeping and distilling only its final teacher (for configs with snapshot lists, e.g. MNIST's)."""
+    if not cfg.distill_snapshots:
+        return cfg
+    last = (cfg.teacher.steps,)
+    return configs.override(cfg, distill_snapshots=last, **{"teacher.snapshots": last})
+
+
+def ablation_config(dataset: str, preset: str) -> pipeline.Config:
+    """The ablation's base (plain) config: `base_config`, and at the cpu preset fewer DMD iterations so that three
+    students per dataset fit the study's hour (toys 1600 instead of 4000, MNIST 300 instead of 400)."""
+    cfg = base_config(dataset, preset)
+    if preset == "cpu":
+        cfg = configs.override(cfg, **{"distill.iterations": 1600 if dataset in TOYS else 300})
+    return configs.override(cfg, name=f"ablation-{dataset}-{preset}")
+
+
+def dynamics_config(dataset: str, preset: str) -> tuple[pipeline.Config, int]:
+    """(config, M): `base_config` (toys: 4000 DMD iterations at cpu, MNIST 400) and the recording interval M:
+    cpu every 200 toy / 20 MNIST iterations (21 points each), paper every 1000 of 50,000."""
+    every = 1000 if preset == "paper" else (200 if dataset in TOYS else 20)
+    return configs.override(base_config(dataset, preset), name=f"dynamics-{dataset}-{preset}"), every
+
+
+SWEEP_DIMS = {"cpu": (2, 4, 16, 64, 256, 1024), "paper": (2, 4, 16, 64, 256, 1024)}
+SWEEP_WIDTHS = {"cpu": (96, 192, 384), "paper": (96, 192, 384, 768, 1536)}
+
+
+def sweep_config(dataset: str, dim: int, preset: str, width: int | None = None) -> pipeline.Config:
+    """A toy in R^dim (seeded isometric embedding) with the toy recipe; cpu: teacher 2000 steps, DMD 1600
+    iterations (the toy preset's 4000 / 4000 for 13 runs would not fit the sweep's hour)."""
+    cfg = configs.toy(dataset, preset)
+    if preset == "cpu":
+        cfg = configs.override(cfg, **{"teacher.steps": 2000, "distill.iterations": 1600})
+    cfg = with_width(cfg, width)
+    w = cfg.net_kwargs.get("features", (384,))[0]
+    return configs.override(cfg, name=f"sweep-{dataset}-R{dim}-w{w}-{preset}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers.
+
+def dataset_list(text: str, allowed: tuple[str, ...] = TOYS + ("mnist",)) -> tuple[str, ...]:
+    """argparse type: a comma-separated, non-empty subset of `allowed`."""
+    import argparse
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names or not set(names) <= set(allowed):
+        raise argparse.ArgumentTypeError(f"datasets must be a comma-separated subset of {', '.join(allowed)}, "
+                                         f"got {text!r}")
+    return names
+
+
+def flag_tweak(args) -> Callable:
+    """cfg -> cfg with the common command-line overrides (`cli.apply_common_flags`) and, for the toys' MLP,
+    `args.width` (None: the preset's)."""
+    from dmdjax.cli import apply_common_flags
+
+    def tweak(cfg):
+        cfg = at_final_snapshot(apply_common_flags(cfg, args))
+        return with_width(cfg, getattr(args, "width", None)) if cfg.net == "mlp" else cfg
+    return tweak
+
+
+def data_for(mnist_dir=None) -> Callable:
+    """cfg -> Dataset: a toy (R^4) by cfg.dataset, or MNIST at cfg's resolution (from `mnist_dir`)."""
+    from dmdjax.cli import mnist_dataset
+    return lambda cfg: toy_dataset(cfg.dataset) if cfg.dataset in TOYS else mnist_dataset(cfg, mnist_dir)
+
+
+def share_teacher(src: Path, dst: Path) -> None:
+    """Give run directory `dst` the finished teacher of run directory `src` (copied, then renamed into place, so
+    an interrupted copy is never mistaken for a teacher). No-op if dst already has one."""
+    src, dst = Path(src), Path(dst)
+    if (dst / "teacher").exists():
+        return
+    if not (src / "teacher").is_dir():
+        raise FileNotFoundError(f"no teacher in {src} to share")
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = dst / "teacher.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src / "teacher", tmp)
+    tmp.rename(dst / "teacher")
+
+
+def final_result(summary: dict) -> dict:
+    """The results of the last distilled snapshot of a pipeline.run summary."""
+    return summary["snapshots"][str(max(int(s) for s in summary["snapshots"]))]
+
+
+def _row(res: dict) -> dict:
+    keep = ("delta_e", "e_dt", "e_ot", "delta_e_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean", "final_dm_loss",
+            "distill_wall_s")
+    return {**{k: res[k] for k in keep if k in res}, **res.get("fit", {})}
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Studies.
+
+def run_ablation(datasets, preset: str, workdir, make_data: Callable, tweak: Callable = lambda c: c,
+                 variants=VARIANTS, regression_weight: float = 0.25, mesh=None, progress: bool = True) -> dict:
+    """For each dataset: plain / gan / regression students of one teacher; Delta_E of each against plain.
+
+    make_data(cfg) -> Dataset; tweak(cfg) -> cfg applies command-line overrides. Layout:
+    workdir/<dataset>/<variant>/ (pipeline run directories), workdir/results.json, workdir/ablation.png.
+    """
+    workdir = Path(workdir)
+    t0 = time.perf_counter()
+    table = {}
+    for dataset in datasets:
+        base = tweak(ablation_config(dataset, preset))
+        data = make_data(base)
+        rows = {}
+        for variant in ("plain",) + tuple(v for v in variants if v != "plain"):
+            sub = workdir / dataset / variant
+            if variant != "plain":
+                share_teacher(workdir / dataset / "plain", sub)
+            summary = pipeline.run(with_variant(base, variant, regression_weight), data, sub, mesh, progress)
+            rows[variant] = _row(final_result(summary))
+        plain = rows["plain"]["delta_e"]
+        for row in rows.values():
+            row["delta_e_over_plain"] = row["delta_e"] / plain if plain > 0 else float("nan")
+        table[dataset] = rows
+    result = {"study": "ablation", "preset": preset, "regression_weight": regression_weight,
+              "regression_loss": "L2 (mean over batch and elements); DMD1 used LPIPS, whose weights cannot be "
+                                 "downloaded here", "table": table,
+              "wall_s_this_invocation": time.perf_counter() - t0}
+    write_json(workdir / "results.json", result)
+    fig_values = {d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in table.items()}
+    figures.save(figures.bar_panels(fig_values, r"$\Delta_E(\Phi_8, G)$", "Auxiliary losses vs plain DMD"),
+                 workdir / "ablation.png")
+    return result
+
+
+def run_dynamics(cfg: pipeline.Config, data: pipeline.Dataset, workdir, every: int, mesh=None,
+                 progress: bool = True) -> dict:
+    """Distill in segments of `every` iterations; after each, Delta_E(Phi_K, G_t) on the N shared noises (exact
+    OT). Then the full pipeline evaluation of the final student. Layout: workdir/ is a pipeline run directory;
+    student_<snap>/dynamics.jsonl (one row per recorded t, t = 0 being G = Phi_1) and student_<snap>/dynamics/
+    (G_t samples) are added; returns {'step', 'delta_e', 'delta_e_to_final', ..., 'dm_step', 'dm_loss'}.
+    """
+    if every % cfg.distill.gen_every or every < 1:
+        raise ValueError(f"the recording interval ({every}) must be a positive multiple of {cfg.distill.gen_every}")
+    cfg.validate()
+    workdir = Path(workdir)
+    check_config(workdir / "config.json", cfg.to_dict())
+    model, ckpt, final_state = pipeline.train_teacher(cfg, data, workdir, mesh, progress)
+    snap = cfg.snapshots()[-1]
+    teacher_params = pipeline.teacher_snapshot(ckpt, final_state, snap)
+    outdir = workdir / f"student_{snap}"
+    (outdir / "dynamics").mkdir(parents=True, exist_ok=True)
+    z, labels = pipeline.eval_noise(cfg, data)
+    ref = pipeline._batched(lambda z, y: pipeline._phi_k(model, teacher_params, z, cfg.k_ref, y), z, labels,
+                            cfg.eval_batch)
+    log_path = outdir / "dynamics.jsonl"
+    done = {r["step"] for r in _read_rows(log_path)}
+
+    def record(step: int, gen_params) -> None:
+        g = pipeline._batched(lambda z, y: pipeline._generate(model, gen_params, z, y, cfg.distill.conditioning_sigma),
+                              z, labels, cfg.eval_batch)
+        np.save(outdir / "dynamics" / f"g_{step:07d}.npy", g)
+        te = metrics.transport_energies(ref, g)
+        dist = np.linalg.norm((g - ref).reshape(len(g), -1), axis=1)
+        row = {"step": step, "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
+               "dist_g_ref_mean": float(dist.mean())}
+        with log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done.add(step)
+
+    if 0 not in done:
+        record(0, teacher_params)      # the student at initialisation: G = Phi_1
+    start = Checkpointer(outdir / "ckpt").latest_step() or 0
+    for stop in sorted(set(range(every, cfg.distill.iterations + 1, every)) | {cfg.distill.iterations}):
+        if stop in done or stop < start:
+            continue
+        segment = configs.override(cfg, **{"distill.iterations": stop})
+        state = pipeline.distill_student(segment, data, model, teacher_params, outdir, mesh, progress)
+        record(int(state.step), state.gen.params)
+    summary = pipeline.run(cfg, data, workdir, mesh, progress)   # nothing left to train: evaluates the final G
+
+    rows = sorted({r["step"]: r for r in _read_rows(log_path)}.values(), key=lambda r: r["step"])
+    final = np.load(outdir / "dynamics" / f"g_{rows[-1]['step']:07d}.npy")
+    to_final = [float(metrics.transport_energies(final, np.load(outdir / "dynamics" / f"g_{r['step']:07d}.npy"))
+                      .delta_e) for r in rows]
+    dm = loop.read_log(outdir / "metrics.jsonl")
+    out = {key: [r[key] for r in rows] for key in rows[0]}
+    out.update(delta_e_to_final=to_final, dm_step=dm["step"].tolist(), dm_loss=dm["dm_loss"].tolist(),
+               every=every, final=_row(final_result(summary)))
+    return out
+
+
+def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable, tweak: Callable = lambda c: c,
+                       every: int | None = None, mesh=None, progress: bool = True) -> dict:
+    """`run_dynamics` for each dataset in workdir/<dataset>/; workdir/results.json and dynamics.png."""
+    workdir = Path(workdir)
+    t0 = time.perf_counter()
+    runs = {}
+    for dataset in datasets:
+        cfg, m = dynamics_config(dataset, preset)
+        cfg = tweak(cfg)
+        runs[dataset] = run_dynamics(cfg, make_data(cfg), workdir / dataset, every or m, mesh, progress)
+    result = {"study": "dynamics", "preset": preset, "runs": runs, "wall_s_this_invocation": time.perf_counter() - t0}
+    write_json(workdir / "results.json", result)
+    figures.save(figures.copying_dynamics(runs), workdir / "dynamics.png")
+    return result
+
+
+def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, tweak: Callable = lambda c: c,
+              embed_seed: int = 0, mesh=None, progress: bool = True) -> dict:
+    """Delta_E against the ambient dimension D (each toy isometrically embedded in R^D, D >= its native
+    dimension; others are skipped) at the preset width, and against the MLP width at D = width_dim.
+    Layout: workdir/<dataset>/R<D>_w<width>/ (pipeline run directories), workdir/results.json, sweep.png."""
+    workdir = Path(workdir)
+    t0 = time.perf_counter()
+    by_dim, by_width = {}, {}
+    for dataset in datasets:
+        runs = [(d, None) for d in dims if d >= toy.NATIVE_DIM[dataset]]
+        runs += [(width_dim, w) for w in widths if width_dim >= toy.NATIVE_DIM[dataset]]
+        rows = {}
+        for dim, width in runs:
+            cfg = tweak(sweep_config(dataset, dim, preset, width))
+            w = cfg.net_kwargs["features"][0] if "features" in cfg.net_kwargs else 384
+            if (dim, w) not in rows:
+                summary = pipeline.run(cfg, toy_dataset(dataset, dim, embed_seed), workdir / dataset / f"R{dim}_w{w}",
+                                       mesh, progress)
+                rows[(dim, w)] = {"dim": dim, "width": w, **_row(final_result(summary))}
+            if width is None:
+                by_dim.setdefault(dataset, []).append(rows[(dim, w)])
+            else:
+                by_width.setdefault(dataset, []).append(rows[(dim, w)])
+    result = {"study": "dimension_sweep", "preset": preset, "embed_seed": embed_seed, "width_dim": width_dim,
+              "by_dim": by_dim, "by_width": by_width,
+              "definition": "D = ambient dimension: the toy's native sample (chessboard R^2, GMM R^4) mapped into "
+                            "R^D by a seeded D x d0 matrix with orthonormal columns (isometric)",
+              "wall_s_this_invocation": time.perf_counter() - t0}
+    write_json(workdir / "results.json", result)
+    curves = lambda table, x: {d: ([r[x] for r in rs], [max(r["delta_e"], 1e-6) for r in rs]) for d, rs in table.items()}
+    fig, (ax1, ax2) = figures.plt.subplots(1, 2, figsize=(10, 3.8))
+    label = r"$\Delta_E(\Phi_8, G)$"
+    figures.line_plot(curves(by_dim, "dim"), "ambient dimension D", label, "Delta_E against D", True, True, ax1)
+    figures.line_plot(curves(by_width, "width"), "MLP width (units per hidden layer)", label,
+                      f"Delta_E against width, D = {width_dim}", True, True, ax2)
+    fig.tight_layout()
+    figures.save(fig, workdir / "sweep.png")
+    return result
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line] if Path(path).exists() else []
+

@@ -1,0 +1,101 @@
+"""Issue 7's three study commands end to end at tiny sizes (toys only): outputs, shared teacher, resumable layout."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+import ablation  # noqa: E402
+import dimension_sweep  # noqa: E402
+import dynamics  # noqa: E402
+
+from dmdjax import configs, loop  # noqa: E402
+
+TINY = ["--teacher_steps=10", "--distill_iterations=10", "--eval_n=16", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def small_toys(monkeypatch):
+    """A 1 x 8 MLP, chunks that fit the tiny runs, and a generator update every iteration (a round of one
+    iteration compiles ~5x faster; the 1:5 schedule is tested in test_distill.py)."""
+    original = configs.toy
+
+    def small(dataset, preset="cpu"):
+        return configs.override(original(dataset, preset), **{
+            "teacher.chunk": 10, "distill.chunk": 10, "distill.ckpt_every": 10, "distill.gen_every": 1,
+            "net_kwargs": {"features": (8,)}})
+    monkeypatch.setattr(configs, "toy", small)
+
+
+def test_ablation(tmp_path):
+    result = ablation.main(TINY + ["--datasets=chessboard", f"--workdir={tmp_path}"])
+    rows = result["table"]["chessboard"]
+    assert set(rows) == {"plain", "gan", "regression"}
+    for row in rows.values():
+        assert row["delta_e"] >= 0 and "w2_student" in row and "delta_e_over_plain" in row
+    assert json.loads((tmp_path / "results.json").read_text())["table"]["chessboard"]["gan"]["delta_e"] >= 0
+    assert (tmp_path / "ablation.png").stat().st_size > 1000
+    # one teacher for the three students
+    for variant in ("gan", "regression"):
+        assert sorted(p.name for p in (tmp_path / "chessboard" / variant / "teacher" / "ckpt").iterdir()) == \
+            sorted(p.name for p in (tmp_path / "chessboard" / "plain" / "teacher" / "ckpt").iterdir())
+    gan_log = loop.read_log(tmp_path / "chessboard" / "gan" / "student_10" / "metrics.jsonl")
+    reg_log = loop.read_log(tmp_path / "chessboard" / "regression" / "student_10" / "metrics.jsonl")
+    assert {"gan_gen", "gan_cls"} <= set(gan_log) and "regression" in reg_log and "gan_gen" not in reg_log
+    assert (tmp_path / "chessboard" / "regression" / "student_10" / "regression_pairs.npz").exists()
+
+
+def test_dynamics(tmp_path):
+    result = dynamics.main(TINY + ["--datasets=chessboard", "--every=5", f"--workdir={tmp_path}"])
+    run = result["runs"]["chessboard"]
+    assert run["step"] == [0, 5, 10] and len(run["delta_e"]) == len(run["delta_e_to_final"]) == 3
+    assert run["delta_e_to_final"][-1] == 0.0 and run["dm_step"] == list(range(10))
+    assert (tmp_path / "dynamics.png").stat().st_size > 1000
+    assert (tmp_path / "chessboard" / "student_10" / "results.json").exists()   # full evaluation of the final G
+    # G at t = 0 is Phi_1
+    s = np.load(tmp_path / "chessboard" / "student_10" / "samples.npz")
+    g0 = np.load(tmp_path / "chessboard" / "student_10" / "dynamics" / "g_0000000.npy")
+    np.testing.assert_allclose(g0, s["phi_1"], rtol=1e-5, atol=1e-6)
+
+
+def test_dimension_sweep(tmp_path):
+    result = dimension_sweep.main(TINY + ["--datasets=chessboard", "--dims=2", "--widths=8", "--width_dim=2",
+                                          f"--workdir={tmp_path}"])
+    assert [(r["dim"], r["width"]) for r in result["by_dim"]["chessboard"]] == [(2, 8)]
+    assert [(r["dim"], r["width"]) for r in result["by_width"]["chessboard"]] == [(2, 8)]
+    assert sorted(p.name for p in (tmp_path / "chessboard").iterdir()) == ["R2_w8"]   # one run serves both axes
+    assert np.load(tmp_path / "chessboard" / "R2_w8" / "student_10" / "samples.npz")["g"].shape == (16, 2)
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_bad_study_flags(tmp_path, capsys):
+    for main, flag in ((ablation.main, "--datasets=spiral"), (dimension_sweep.main, "--datasets=mnist"),
+                       (dimension_sweep.main, "--dims=0")):
+        with pytest.raises(SystemExit):
+            main([flag, f"--workdir={tmp_path}"])
+    assert "datasets must be" in capsys.readouterr().err
+
+
+def test_study_configs(monkeypatch):
+    from dmdjax import studies
+    monkeypatch.undo()                                   # the real presets
+    base = studies.ablation_config("chessboard", "cpu")
+    assert not base.distill.gan and base.distill.regression_weight == 0
+    gan, reg = studies.with_variant(base, "gan"), studies.with_variant(base, "regression")
+    assert gan.distill.gan and (gan.distill.gan_cls_weight, gan.distill.gan_gen_weight) == (1e-2, 3e-3)
+    assert reg.distill.regression_weight == 0.25 and not reg.distill.gan
+    assert gan.teacher == base.teacher == reg.teacher      # the shared teacher
+    mnist = studies.ablation_config("mnist", "cpu")
+    assert mnist.snapshots() == (mnist.teacher.steps,)
+    cfg, every = studies.dynamics_config("chessboard", "cpu")
+    assert cfg.distill.iterations % every == 0 and every % cfg.distill.gen_every == 0
+    cfg = studies.sweep_config("gmm", 64, "cpu", width=96)
+    assert cfg.net_kwargs["features"] == (96,) * 5 and "R64" in cfg.name
+    assert studies.sweep_config("gmm", 64, "cpu").net_kwargs.get("features", (384,) * 5) == (384,) * 5
+    assert studies.toy_dataset("gmm", 64, 0).shape == (64,)
+    with pytest.raises(ValueError, match="unknown variant"):
+        studies.with_variant(base, "lpips")
