@@ -1,0 +1,148 @@
+"""The colab/ notebooks run top to bottom: each is executed by papermill at a tiny size (its `parameters` cell
+overridden) in a fresh kernel on this interpreter, and what it wrote is checked. Every notebook in colab/ must
+have an entry in TINY, so none can go unexecuted.
+
+The runs are compile-bound and mostly single-threaded, so the selected notebooks start together, one papermill
+process each, when the first of their tests asks for them; each test then waits for its own.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COLAB = REPO / "colab"
+KERNEL = "dmdjax-notebook-test"
+TIMEOUT_S = 900
+FAST_COMPILE = ["--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]
+
+# Tiny sizes for CI (the defaults in the notebooks are the real ones). MNIST: the paper preset with a tiny ADM at
+# 8x8, float32 (bf16 is slow on XLA:CPU), one generator update per iteration (the unrolled 5-iteration DMD round
+# dominates compile time) and 16 PCA triplets.
+TINY_NET = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16, channel_mult=[1], num_blocks=1,
+                attn_resolutions=[], dropout=0.0)
+TINY = {
+    "quickstart.ipynb": dict(teacher_steps=10, distill_iterations=5, eval_n=32),
+    "mnist_tpu.ipynb": dict(teacher_steps=2, snapshots=[2], distill_iterations=2, eval_n=16, bf16=False,
+                         net_kwargs=TINY_NET, overrides={"pca_n": 16, "distill.gen_every": 1}),
+    "metrics_api.ipynb": dict(N=64, dim=8),
+}
+
+
+def test_every_notebook_is_clean_and_parameterised():
+    assert sorted(p.name for p in COLAB.glob("*.ipynb")) == sorted(TINY)
+    for name in TINY:
+        nb = nbformat.read(COLAB / name, as_version=4)
+        nbformat.validate(nb)
+        assert nb.cells[0].cell_type == "markdown", name
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "REPO_URL" in tagged[0].source, name
+        for key in TINY[name]:
+            assert f"\n{key} = " in "\n" + tagged[0].source, (name, key)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
+
+
+class Executions:
+    """Papermill processes, one per notebook, started together; `result(name)` waits for one of them."""
+
+    def __init__(self, root: Path, parameters: dict):
+        self.root, self.procs = root, {}
+        kernel = root / "kernels" / KERNEL   # ipykernel on this interpreter, found first through JUPYTER_PATH:
+        kernel.mkdir(parents=True)           # a fresh CI venv has no registered kernel at all
+        (kernel / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "dmdjax tests", "language": "python"}))
+        env = dict(os.environ, JUPYTER_PATH=str(root), DMDJAX_TFDS_DIR=str(root / "tfds"),
+                   PYDEVD_DISABLE_FILE_VALIDATION="1",   # ipykernel's debugger warns about frozen modules
+                   XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *FAST_COMPILE]).strip())
+        for name, params in parameters.items():
+            run = self.dir(name)
+            run.mkdir()
+            (run / "parameters.json").write_text(json.dumps({**TINY[name], **params}))   # JSON is YAML
+            with open(run / "papermill.log", "w") as log:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "papermill", str(COLAB / name), str(run / name), "-k", KERNEL,
+                     "-f", str(run / "parameters.json"), "--cwd", str(run), "--no-progress-bar",
+                     "--execution-timeout", str(TIMEOUT_S)], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def dir(self, name: str) -> Path:
+        return self.root / Path(name).stem
+
+    def result(self, name: str):
+        """Waits for the notebook; returns (executed notebook, its run directory) or fails with papermill's log."""
+        try:
+            rc = self.procs[name].wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        run = self.dir(name)
+        if rc != 0:
+            pytest.fail(f"{name} failed ({rc}):\n" + (run / "papermill.log").read_text()[-6000:], pytrace=False)
+        return nbformat.read(run / name, as_version=4), run
+
+    def stop(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def notebooks(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("notebooks")
+    extra = {"quickstart.ipynb": lambda: dict(workdir="run"),
+             "mnist_tpu.ipynb": lambda: dict(workdir="run",
+                                             mnist_dir=str(request.getfixturevalue("shared_dir") / "data" / "mnist")),
+             "metrics_api.ipynb": lambda: dict(out_json="numbers.json")}
+    selected = {item.name.removeprefix("test_") + ".ipynb" for item in request.session.items
+                if item.module is request.module} & set(TINY)
+    runs = Executions(root, {name: extra[name]() for name in sorted(selected)})
+    yield runs
+    runs.stop()
+
+
+def outputs(nb, kind):
+    """All outputs of an executed notebook with the given MIME type (e.g. 'image/png'), or 'stream' text."""
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if kind == "stream" and out.get("output_type") == "stream":
+                found.append(out["text"])
+            elif kind in out.get("data", {}):
+                found.append(out["data"][kind])
+    return found
+
+
+def test_quickstart(notebooks):
+    nb, run = notebooks.result("quickstart.ipynb")
+    results = json.loads((run / "run" / "results.json").read_text())
+    assert math.isfinite(results["table"]["10"]) and results["table"]["10"] >= 0
+    assert len(outputs(nb, "image/png")) == 3      # pairing, heatmap, DM loss
+    assert any("Delta_E = " in text for text in outputs(nb, "stream"))
+
+
+def test_mnist_tpu(notebooks):
+    nb, run = notebooks.result("mnist_tpu.ipynb")
+    results = json.loads((run / "run" / "results.json").read_text())
+    assert results["config"]["compute_dtype"] == "float32" and results["config"]["net_kwargs"] == TINY_NET
+    assert results["config"]["distill"]["lr_gen"] == 2e-6          # the paper preset, shrunk
+    assert math.isfinite(results["table"]["2"])
+    assert 0 < results["snapshots"]["2"]["memorization"]["r_min"] <= 1
+    assert len(outputs(nb, "image/png")) == 4      # DM loss, quadruples, quintuples, boundary
+    assert any("CpuDevice" in text for text in outputs(nb, "stream"))
+
+
+def test_metrics_api(notebooks):
+    _, run = notebooks.result("metrics_api.ipynb")
+    numbers = json.loads((run / "numbers.json").read_text())
+    copier, remapper = numbers["delta_e"]["copier"], numbers["delta_e"]["remapper"]
+    assert copier["exact"] == pytest.approx(0, abs=1e-6) and copier["sinkhorn"] < 0.05
+    assert remapper["exact"] > 5 and remapper["sinkhorn"] == pytest.approx(remapper["exact"], rel=0.05)
+    assert numbers["jitted"]["remapper"]["delta_e"] == pytest.approx(remapper["exact"], rel=1e-5)
+    assert numbers["ci"]["low"] <= numbers["ci"]["estimate"] <= numbers["ci"]["high"]
+    assert numbers["memorized_fraction"] == pytest.approx(0.5, abs=0.1)
