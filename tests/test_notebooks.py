@@ -60,7 +60,8 @@ class Executions:
             "display_name": "dmdjax tests", "language": "python"}))
         env = dict(os.environ, JUPYTER_PATH=str(root), DMDJAX_TFDS_DIR=str(root / "tfds"),
                    PYDEVD_DISABLE_FILE_VALIDATION="1",   # ipykernel's debugger warns about frozen modules
-                   XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *FAST_COMPILE]).strip())
+                   XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *(f for f in FAST_COMPILE
+                                                                     if f not in os.environ.get("XLA_FLAGS", ""))]).strip())
         for name, params in parameters.items():
             run = self.dir(name)
             run.mkdir()
