@@ -84,10 +84,8 @@ def dm_loss_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], zoom: int =
     return fig
 
 
-def image_rows(rows: dict[str, np.ndarray], n: int = 30, title: str = ""):
-    """Fig. 1 / 6 / 8 / 11 top: one row of n images per entry (e.g. Phi_1, Phi_8, Phi_32, G), images (N,H,W,C)
-    in [-1, 1]."""
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.45, len(rows) * 0.5 + 0.3), squeeze=False)
+def _draw_image_rows(axes, rows: dict[str, np.ndarray], n: int) -> None:
+    """Fill a (len(rows), n) grid of axes: row r shows the first n images of rows' r-th entry, labelled."""
     for r, (name, imgs) in enumerate(rows.items()):
         imgs = np.clip((np.asarray(imgs[:n]) + 1) / 2, 0, 1)
         for c in range(n):
@@ -97,6 +95,13 @@ def image_rows(rows: dict[str, np.ndarray], n: int = 30, title: str = ""):
                 img = imgs[c]
                 ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
         axes[r, 0].text(-0.5, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+
+
+def image_rows(rows: dict[str, np.ndarray], n: int = 30, title: str = ""):
+    """Fig. 1 / 6 / 8 / 11 top: one row of n images per entry (e.g. Phi_1, Phi_8, Phi_32, G), images (N,H,W,C)
+    in [-1, 1]."""
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.45, len(rows) * 0.5 + 0.3), squeeze=False)
+    _draw_image_rows(axes, rows, n)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(wspace=0.02, hspace=0.05)
@@ -221,15 +226,7 @@ def quadruple_panels(panels: dict[str, dict[str, np.ndarray]], n: int = 30):
     sub = fig.subfigures(len(panels), 1, squeeze=False)[:, 0]
     for sf, (title, rows) in zip(sub, panels.items()):
         axes = sf.subplots(len(rows), n, squeeze=False)
-        for r, (name, imgs) in enumerate(rows.items()):
-            imgs = np.clip((np.asarray(imgs[:n]) + 1) / 2, 0, 1)
-            for c in range(n):
-                ax = axes[r, c]
-                ax.axis("off")
-                if c < len(imgs):
-                    img = imgs[c]
-                    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            axes[r, 0].text(-0.5, 0.5, name, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+        _draw_image_rows(axes, rows, n)
         sf.suptitle(title, fontsize=9)
         sf.subplots_adjust(wspace=0.02, hspace=0.05)
     return fig
