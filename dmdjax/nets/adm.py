@@ -83,20 +83,38 @@ def upsample(x):
     return x.reshape(b, 2 * h, 2 * w, c)
 
 
-def attention(qkv, num_heads: int):
-    """Multi-head self-attention over pixels, EDM's AttentionOp layout.
+def attention(q, k, v):
+    """Softmax attention over pixels: q, k, v (B, heads, L, ch) with the 1/sqrt(ch) scale already in q or k
+    -> (B, L, heads * ch), output channel = head * ch + channel (EDM's AttentionOp order). Logits and softmax
+    statistics in float32 (as EDM). The softmax is normalised after the value product ((B, L, ch) divisions
+    instead of (B, L, L)): the same arithmetic up to rounding, one pass less over the L x L weights."""
+    logits = jnp.einsum("bnqc,bnkc->bnqk", q, k, preferred_element_type=jnp.float32)
+    e = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
+    out = jnp.einsum("bnqk,bnkc->bnqc", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = out / jnp.sum(e, axis=-1, keepdims=True)
+    b, n, l, c = out.shape
+    return out.transpose(0, 2, 1, 3).reshape(b, l, n * c).astype(v.dtype)
 
-    qkv: (B,H,W,3C) with channels interleaved as (head, channel, q/k/v). Returns (B,H,W,C) with output
-    channel = head * (C / num_heads) + channel. Logits and softmax in float32 (as EDM), scale 1/sqrt(C/heads).
-    """
-    b, h, w, c3 = qkv.shape
-    ch = c3 // (3 * num_heads)
-    qkv = qkv.reshape(b, h * w, num_heads, ch, 3)
-    q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]                           # (B, L, heads, ch)
-    logits = jnp.einsum("bqnc,bknc->bnqk", q, k / float(np.sqrt(ch)), preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bnqk,bknc->bqnc", weights, v)
-    return out.reshape(b, h, w, num_heads * ch)
+
+class QKV(nn.Module):
+    """EDM's qkv 1x1 conv (params `kernel` (1, 1, C, 3C), `bias` (3C,), output channels interleaved as
+    (head, channel, q/k/v)) applied as three projections with the weights, not the activations, reordered:
+    x (B, H, W, C) -> q, k, v (B, heads, H W, C / heads), k already scaled by 1/sqrt(C / heads)."""
+    num_heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, h, w, c = x.shape
+        ch = c // self.num_heads
+        kernel = self.param("kernel", _kernel_init, (1, 1, c, 3 * c), jnp.float32)
+        bias = self.param("bias", _bias_init(c), (3 * c,), jnp.float32)
+        kernel = kernel.reshape(c, self.num_heads, ch, 3)
+        bias = bias.reshape(self.num_heads, ch, 3)
+        scale = jnp.asarray([1.0, 1.0 / np.sqrt(ch), 1.0], jnp.float32)       # EDM: k / sqrt(ch)
+        kernel, bias = (kernel * scale).astype(self.dtype), (bias * scale).astype(self.dtype)
+        x = x.reshape(b, h * w, c).astype(self.dtype)
+        return tuple(jnp.einsum("blc,cnd->bnld", x, kernel[..., i]) + bias[None, :, None, :, i] for i in range(3))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,12 +135,17 @@ class GroupNorm(nn.Module):
         g = min(self.num_groups, c // self.min_channels_per_group)
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-        xg = x.astype(jnp.float32).reshape(x.shape[:-1] + (g, c // g))
-        axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)                        # spatial + channels-in-group
-        mean = jnp.mean(xg, axis=axes, keepdims=True)
-        var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
-        y = ((xg - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
-        return (y * scale + bias).astype(x.dtype)
+        # Per-channel sums over the spatial axes, then over the channels of a group: reductions XLA:CPU runs
+        # ~2x faster (forward and backward) than one reduction over (H, W, C / G) of a 5-D view (BUILD_NOTES).
+        x32 = x.astype(jnp.float32)
+        spatial = tuple(range(1, x.ndim - 1))
+        n = np.prod(x.shape[1:-1]) * (c // g)
+        per_group = lambda t: jnp.repeat(t, c // g, axis=-1).reshape(t.shape[:1] + (1,) * len(spatial) + (c,))
+        group_sum = lambda t: jnp.sum(t, axis=spatial).reshape(-1, g, c // g).sum(-1)         # (B, G)
+        centred = x32 - per_group(group_sum(x32) / n)
+        var = group_sum(jnp.square(centred)) / n                                               # biased
+        y = centred * (per_group(jax.lax.rsqrt(var + self.eps)) * scale)
+        return (y + bias).astype(x.dtype)
 
 
 class UNetBlock(nn.Module):
@@ -173,8 +196,8 @@ class UNetBlock(nn.Module):
 
         num_heads = cout // self.channels_per_head if self.attention else 0
         if num_heads:
-            qkv = _conv(3 * cout, 1, cout, "qkv", self.dtype)(GroupNorm(eps=self.eps, name="norm2")(x))
-            a = attention(qkv, num_heads)
+            q, k, v = QKV(num_heads, self.dtype, name="qkv")(GroupNorm(eps=self.eps, name="norm2")(x))
+            a = attention(q, k, v).reshape(x.shape)
             x = (_conv(cout, 1, cout, "proj", self.dtype, zero=True)(a) + x) * self.skip_scale
         return x
 

@@ -1,0 +1,138 @@
+"""Where a step's time goes (issue 8): forward, teacher train step, DMD generator and fake-score iterations, and
+Phi_8 sampling of the ADM at batch 32, 32x32x1, float32, on one device.
+
+    python benchmarks/train_step.py                                  # small and paper ADM, every part
+    python benchmarks/train_step.py --nets=small --parts=forward,teacher --repeats=10
+
+Prints one JSON document. Networks (EDM DhariwalUNet, dropout 0, unconditional):
+    small   C 32, mult [1, 2, 2], 2 blocks, attention at 8x8            (1,921,601 params)
+    paper   the paper's MNIST ADM, C 64, mult [1, 2, 3, 4], 3 blocks, attention at 32, 16, 8   (31,118,593)
+Parts (each the experiment's own function, jitted, with donated state where the experiment donates it):
+    forward     D(x; sigma), one Denoiser evaluation
+    teacher     `teacher.make_step`: EDM loss, its gradient and an Adam update
+    generator   `distill.make_iteration(update_generator=True)`: G forward, the DM gradient (teacher + fake
+                score), generator update, then the fake-score update on the same samples
+    fake        `distill.make_iteration(update_generator=False)`: G forward, the DM loss (for the curve) and the
+                fake-score update (4 of every 5 DMD iterations)
+    phi8        `sampling.phi_k(K=8)`: 15 Denoiser evaluations
+Each (net, part) runs in its own process: `seconds` is the median wall-clock time of --repeats calls after the
+first (compiling) call, `compile_s` that first call, and `peak_rss_mib` the process's peak resident memory
+(VmHWM; params, optimiser state, activations and XLA's buffers of that one part).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+CHILD = "_child"
+NETS = ("small", "paper")
+PARTS = ("forward", "teacher", "generator", "fake", "phi8")
+BATCH = 32
+
+
+def net_config(name: str) -> dict:
+    from dmdjax.nets.adm import mnist_config
+    if name == "paper":
+        return mnist_config()
+    if name == "small":
+        return dict(img_resolution=32, in_channels=1, label_dim=0, model_channels=32, channel_mult=[1, 2, 2],
+                    channel_mult_emb=4, num_blocks=2, attn_resolutions=[8], dropout=0.0)
+    raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(net: str, part: str, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from dmdjax import configs, distill, sampling, teacher
+    from dmdjax.nets.adm import adm_denoiser, num_params
+
+    model = adm_denoiser(net_config(net))
+    shape = (32, 32, 1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (BATCH,) + shape)
+    params = teacher.init_params(model, jax.random.PRNGKey(1), x[:2])
+    paper = configs.mnist("paper")
+    sample = lambda key, n, consts: (jax.random.normal(key, (n,) + shape), None)
+
+    if part == "forward":
+        fn = jax.jit(lambda p, x, s: model.apply({"params": p}, x, s))
+        sigma = jnp.full((BATCH,), 2.5)
+        call, state = (lambda st: (st, fn(params, x, sigma))), None
+    elif part == "phi8":
+        fn = jax.jit(lambda p, z: sampling.phi_k(lambda x, s, y: model.apply({"params": p}, x, s, y), z, 8))
+        call, state = (lambda st: (st, fn(params, x))), None
+    elif part == "teacher":
+        tcfg = configs.override(paper, **{"teacher.batch": BATCH}).teacher
+        state = teacher.TrainState.create(params, tcfg.optimizer())
+        step = jax.jit(teacher.make_step(model, tcfg.optimizer(), sample, BATCH, jax.random.PRNGKey(2)),
+                       donate_argnums=0)
+        call = lambda st: step(st, None)
+    elif part in ("generator", "fake"):
+        dcfg = configs.override(paper, **{"distill.batch": BATCH}).distill
+        it = distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), 0, shape)
+        step = jax.jit(lambda st, tp: it(st, tp, update_generator=(part == "generator")), donate_argnums=0)
+        state = distill.init_state(params, dcfg)
+        tparams = jax.tree.map(jnp.array, params)
+        call = lambda st: step(st, tparams)
+    else:
+        raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        state, out = call(state)
+        jax.block_until_ready((state, out))
+        times.append(time.perf_counter() - t0)
+    return {"net": net, "part": part, "params": num_params(params), "batch": BATCH,
+            "seconds": statistics.median(times[1:]), "compile_s": times[0], "times_s": times[1:],
+            "peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nets", default=",".join(NETS), help="comma-separated: small, paper")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls after the compiling one")
+    args = parser.parse_args(argv)
+    nets = [n for n in args.nets.split(",") if n]
+    parts = [p for p in args.parts.split(",") if p]
+    bad = sorted(set(nets) - set(NETS)) + sorted(set(parts) - set(PARTS))
+    if bad or args.repeats < 1:
+        parser.error(f"unknown net/part {bad} (nets: {NETS}, parts: {PARTS}) or --repeats < 1")
+    results = []
+    for net in nets:
+        for part in parts:
+            cmd = [sys.executable, __file__, CHILD, net, part, str(args.repeats)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"{net}/{part} failed:\n{proc.stderr[-3000:]}")
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    import jax
+    out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
+           "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
+           "results": results}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == CHILD:
+        print(json.dumps(_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+    else:
+        main()
