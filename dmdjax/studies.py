@@ -191,8 +191,8 @@ def run_ablation(datasets, preset: str, workdir, make_data: Callable, tweak: Cal
             summary = pipeline.run(with_variant(base, variant, regression_weight), data, sub, mesh, progress)
             rows[variant] = _row(final_result(summary))
         plain = rows["plain"]["delta_e"]
-        for row in rows.values():
-            row["delta_e_over_plain"] = row["delta_e"] / plain if plain > 0 else float("nan")
+        for row in rows.values():   # undefined (null, not NaN) when plain DMD copies exactly (Delta_E = 0)
+            row["delta_e_over_plain"] = row["delta_e"] / plain if plain > 0 else None
         table[dataset] = rows
     result = {"study": "ablation", "preset": preset, "regression_weight": regression_weight,
               "regression_loss": "L2 (mean over batch and elements); DMD1 used LPIPS, whose weights cannot be "

@@ -37,6 +37,8 @@ def test_ablation(tmp_path):
     assert set(rows) == {"plain", "gan", "regression"}
     for row in rows.values():
         assert row["delta_e"] >= 0 and "w2_student" in row and "delta_e_over_plain" in row
+        ratio = row["delta_e_over_plain"]
+        assert (ratio is None) if rows["plain"]["delta_e"] == 0 else np.isclose(ratio, row["delta_e"] / rows["plain"]["delta_e"])
     assert json.loads((tmp_path / "results.json").read_text())["table"]["chessboard"]["gan"]["delta_e"] >= 0
     assert (tmp_path / "ablation.png").stat().st_size > 1000
     # one teacher for the three students
