@@ -15,7 +15,8 @@ Parts (each the experiment's own function, jitted, with donated state where the 
     fake        `distill.make_iteration(update_generator=False)`: G forward, the DM loss (for the curve) and the
                 fake-score update (4 of every 5 DMD iterations)
     phi8        `sampling.phi_k(K=8)`: 15 Denoiser evaluations
-Each (net, part) runs in its own process: `seconds` is the median wall-clock time of --repeats calls after the
+XLA:CPU kernels: `dmdjax.xla_cpu.tune()` (as the experiments) unless --no_xla_tuning; each result records
+its XLA_FLAGS. Each (net, part) runs in its own process: `seconds` is the median wall-clock time of --repeats calls after the
 first (compiling) call, `compile_s` that first call, and `peak_rss_mib` the process's peak resident memory
 (VmHWM; params, optimiser state, activations and XLA's buffers of that one part).
 """
@@ -55,7 +56,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(net: str, part: str, repeats: int) -> dict:
+def _child(net: str, part: str, repeats: int, tune: bool) -> dict:
+    from dmdjax import xla_cpu
+    xla_cpu.tune(tune)
     import jax
     import jax.numpy as jnp
 
@@ -100,7 +103,7 @@ def _child(net: str, part: str, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     return {"net": net, "part": part, "params": num_params(params), "batch": BATCH,
             "seconds": statistics.median(times[1:]), "compile_s": times[0], "times_s": times[1:],
-            "peak_rss_mib": round(peak_rss_mib(), 1)}
+            "peak_rss_mib": round(peak_rss_mib(), 1), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def main(argv=None) -> dict:
@@ -108,6 +111,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--nets", default=",".join(NETS), help="comma-separated: small, paper")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after the compiling one")
+    parser.add_argument("--no_xla_tuning", action="store_true",
+                        help="XLA:CPU's default kernel choice instead of dmdjax.xla_cpu.FLAG (XLA_FLAGS wins)")
     args = parser.parse_args(argv)
     nets = [n for n in args.nets.split(",") if n]
     parts = [p for p in args.parts.split(",") if p]
@@ -117,7 +122,7 @@ def main(argv=None) -> dict:
     results = []
     for net in nets:
         for part in parts:
-            cmd = [sys.executable, __file__, CHILD, net, part, str(args.repeats)]
+            cmd = [sys.executable, __file__, CHILD, net, part, str(args.repeats), str(int(not args.no_xla_tuning))]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"{net}/{part} failed:\n{proc.stderr[-3000:]}")
@@ -125,7 +130,7 @@ def main(argv=None) -> dict:
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     import jax
     out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
-           "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
+           "jax": jax.__version__, "repeats": args.repeats,
            "results": results}
     print(json.dumps(out, indent=1))
     return out
@@ -133,6 +138,6 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == CHILD:
-        print(json.dumps(_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+        print(json.dumps(_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), bool(int(sys.argv[5])))))
     else:
         main()

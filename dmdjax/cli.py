@@ -32,6 +32,8 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                              "weights stay float32")
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() first (one process per host)")
+    parser.add_argument("--no_xla_tuning", action="store_true",
+                        help="keep XLA:CPU's default kernel choice (see dmdjax/xla_cpu.py; CPU only)")
 
 
 def apply_common_flags(cfg, args):
@@ -49,6 +51,9 @@ def apply_common_flags(cfg, args):
 
 def device_mesh(args):
     """The `data` mesh the experiment runs on (after jax.distributed.initialize() when --distributed)."""
+    from dmdjax import xla_cpu
+    xla_cpu.tune(enable=not getattr(args, "no_xla_tuning", False))   # before the backend starts
+
     import jax
 
     from dmdjax import parallel

@@ -12,6 +12,10 @@ warnings.filterwarnings("ignore", module="jaxopt")
 _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+# The experiments' XLA:CPU kernel choice (dmdjax/xla_cpu.py), so that the suite runs what users run.
+from dmdjax import xla_cpu  # noqa: E402
+
+xla_cpu.tune()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DMDJAX_SHARED", REPO.parent / "shared"))
