@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from metrics import peak_rss_mib   # benchmarks/metrics.py: this process's VmHWM
+
 CHILD = "_child"
 NETS = ("small", "paper")
 PARTS = ("forward", "teacher", "generator", "fake", "phi8")
@@ -45,15 +47,6 @@ def net_config(name: str) -> dict:
         return dict(img_resolution=32, in_channels=1, label_dim=0, model_channels=32, channel_mult=[1, 2, 2],
                     channel_mult_emb=4, num_blocks=2, attn_resolutions=[8], dropout=0.0)
     raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(net: str, part: str, repeats: int, tune: bool) -> dict:

@@ -15,6 +15,7 @@ import os
 import warnings
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot,reduce"
+OPTION = FLAG.split("=")[0].lstrip("-")
 TESTED_JAXLIB = ("0.10.",)
 
 
@@ -24,7 +25,7 @@ def tune(enable: bool = True) -> bool:
     import jaxlib
 
     current = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" in current:
+    if OPTION in current:
         return FLAG in current.split()
     if not enable or not jaxlib.__version__.startswith(TESTED_JAXLIB):
         return False

@@ -53,7 +53,7 @@ def adm_output_and_grad() -> dict:
 
 def _run(enable: bool, flags: str = "", mode: str = "compute") -> dict:
     """A fresh process with XLA_FLAGS = this suite's (conftest.py) without the YNN option, plus `flags`."""
-    base = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "ynn_fusion_type" not in f)
+    base = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if xla_cpu.OPTION not in f)
     env = dict(os.environ, XLA_FLAGS=(base + " " + flags).strip())
     proc = subprocess.run([sys.executable, "-c", CHILD, "1" if enable else "0", mode, os.path.dirname(__file__)],
                           capture_output=True, text=True, env=env, timeout=300)
