@@ -15,10 +15,11 @@ Parts (each the experiment's own function, jitted, with donated state where the 
     fake        `distill.make_iteration(update_generator=False)`: G forward, the DM loss (for the curve) and the
                 fake-score update (4 of every 5 DMD iterations)
     phi8        `sampling.phi_k(K=8)`: 15 Denoiser evaluations
-XLA:CPU kernels: `dmdjax.xla_cpu.tune()` (as the experiments) unless --no_xla_tuning; each result records
-its XLA_FLAGS. Each (net, part) runs in its own process: `seconds` is the median wall-clock time of --repeats calls after the
-first (compiling) call, `compile_s` that first call, and `peak_rss_mib` the process's peak resident memory
-(VmHWM; params, optimiser state, activations and XLA's buffers of that one part).
+XLA:CPU kernels and allocator: `dmdjax.xla_cpu.tune()` (as the experiments) unless --no_xla_tuning; each result
+records its XLA_FLAGS and tuning. Each (net, part) runs in its own process: `seconds` is the median wall-clock time
+of --repeats calls after the first (compiling) call and --warmup further calls (the heap reaches its steady size),
+`compile_s` that first call, and `peak_rss_mib` the process's peak resident memory (VmHWM; params, optimiser
+state, activations and XLA's buffers of that one part).
 """
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ def net_config(name: str) -> dict:
     raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
 
 
-def _child(net: str, part: str, repeats: int, tune: bool) -> dict:
+def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
     from dmdjax import xla_cpu
-    xla_cpu.tune(tune)
+    tuning = xla_cpu.tune(tune)
     import jax
     import jax.numpy as jnp
 
@@ -89,14 +90,15 @@ def _child(net: str, part: str, repeats: int, tune: bool) -> dict:
         raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
 
     times = []
-    for _ in range(repeats + 1):
+    for _ in range(1 + warmup + repeats):
         t0 = time.perf_counter()
         state, out = call(state)
         jax.block_until_ready((state, out))
         times.append(time.perf_counter() - t0)
     return {"net": net, "part": part, "params": num_params(params), "batch": BATCH,
-            "seconds": statistics.median(times[1:]), "compile_s": times[0], "times_s": times[1:],
-            "peak_rss_mib": round(peak_rss_mib(), 1), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "seconds": statistics.median(times[1 + warmup:]), "compile_s": times[0], "times_s": times[1:],
+            "warmup": warmup, "peak_rss_mib": round(peak_rss_mib(), 1), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "tuning": tuning._asdict()}
 
 
 def main(argv=None) -> dict:
@@ -104,18 +106,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--nets", default=",".join(NETS), help="comma-separated: small, paper")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after the compiling one")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the compiling one")
     parser.add_argument("--no_xla_tuning", action="store_true",
-                        help="XLA:CPU's default kernel choice instead of dmdjax.xla_cpu.FLAG (XLA_FLAGS wins)")
+                        help="XLA:CPU's defaults instead of dmdjax.xla_cpu.tune() (kernel flag and allocator)")
     args = parser.parse_args(argv)
     nets = [n for n in args.nets.split(",") if n]
     parts = [p for p in args.parts.split(",") if p]
     bad = sorted(set(nets) - set(NETS)) + sorted(set(parts) - set(PARTS))
-    if bad or args.repeats < 1:
-        parser.error(f"unknown net/part {bad} (nets: {NETS}, parts: {PARTS}) or --repeats < 1")
+    if bad or args.repeats < 1 or args.warmup < 0:
+        parser.error(f"unknown net/part {bad} (nets: {NETS}, parts: {PARTS}), --repeats < 1 or --warmup < 0")
     results = []
     for net in nets:
         for part in parts:
-            cmd = [sys.executable, __file__, CHILD, net, part, str(args.repeats), str(int(not args.no_xla_tuning))]
+            cmd = [sys.executable, __file__, CHILD, net, part, str(args.repeats), str(args.warmup),
+                   str(int(not args.no_xla_tuning))]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"{net}/{part} failed:\n{proc.stderr[-3000:]}")
@@ -123,7 +127,7 @@ def main(argv=None) -> dict:
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     import jax
     out = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.processor() or platform.machine()})",
-           "jax": jax.__version__, "repeats": args.repeats,
+           "jax": jax.__version__, "repeats": args.repeats, "warmup": args.warmup,
            "results": results}
     print(json.dumps(out, indent=1))
     return out
@@ -131,6 +135,6 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == CHILD:
-        print(json.dumps(_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), bool(int(sys.argv[5])))))
+        print(json.dumps(_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), bool(int(sys.argv[6])))))
     else:
         main()

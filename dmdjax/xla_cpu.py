@@ -1,37 +1,77 @@
-"""XLA:CPU tuning for the ADM (issue 8, BUILD_NOTES.md "Performance"): which XLA:CPU ops go to YNNPACK.
+"""XLA:CPU tuning for the ADM (issue 8, BUILD_NOTES.md "Performance"): which XLA:CPU ops go to YNNPACK, and
+how the host allocator hands XLA its buffers.
 
-jaxlib 0.10 hands convolutions, dots, reductions and elementwise fusions to YNNPACK by default. On the 2-core
-CPU the ADM runs faster with convolutions left to XLA's own (Eigen) kernels and dots and reductions kept in
+Kernels: jaxlib 0.10 hands convolutions, dots, reductions and elementwise fusions to YNNPACK by default. On the
+2-core CPU the ADM runs faster with convolutions left to XLA's own (Eigen) kernels and dots and reductions kept in
 YNNPACK (`--xla_cpu_experimental_ynn_fusion_type=dot,reduce`): small ADM train step 1.33 -> 0.91 s, forward
 0.38 -> 0.21 s; paper ADM forward 2.58 -> 2.20 s, train step unchanged (8.4 vs 8.6 s). The flag is experimental:
 an XLA that does not know it aborts the process, so it is only set for the jaxlib versions it was measured on.
 
-XLA reads XLA_FLAGS once, when the CPU backend starts, so `tune()` must run before the first computation. The
-experiments call it from `cli.device_mesh` (`--no_xla_tuning` turns it off); library users may call it first thing.
+Allocator: XLA:CPU mallocs every call's buffers afresh. glibc serves large blocks with mmap (and trims freed heap
+tops), so each call page-faults its whole working set in again: ~950,000 faults and ~4 s of system time per paper
+ADM gradient. `reuse_freed_memory()` keeps freed memory in the process (one arena, no mmap, no trimming): the
+paper ADM gradient 8.2-9.0 -> 6.1-6.3 s, with the same peak memory (the process keeps its peak, which a training
+run reaches every step anyway).
+
+Both must happen before JAX starts its backend (XLA reads XLA_FLAGS once; XLA's threads pick their malloc arena
+when they start). The experiments call `tune()` from `cli.device_mesh` (`--no_xla_tuning` turns it off); library
+users may call it first thing.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import warnings
+from typing import NamedTuple
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot,reduce"
 OPTION = FLAG.split("=")[0].lstrip("-")
 TESTED_JAXLIB = ("0.10.",)
+# glibc mallopt parameters (malloc.h) and the values set: one arena, never mmap, never trim (-1 becomes SIZE_MAX).
+_MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-1, -1)}
+_MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 
 
-def tune(enable: bool = True) -> bool:
-    """Add FLAG to XLA_FLAGS (the user's flags win: nothing is changed if they already set the option). Returns
-    whether the flag is in effect for this process. A no-op with a warning once the backend has started."""
+class Tuning(NamedTuple):
+    """What `tune()` put in effect for this process."""
+    xla_flag: bool           # FLAG is in XLA_FLAGS
+    reuse_memory: bool       # `reuse_freed_memory()` succeeded
+
+
+def _backend_started() -> bool:
+    from jax._src import xla_bridge
+    return xla_bridge.backends_are_initialized()
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse (M_ARENA_MAX 1, M_MMAP_MAX 0, M_TRIM_THRESHOLD max) so that
+    XLA's per-call buffers are not page-faulted in again on every call. Returns whether it was applied: not on a
+    non-glibc system, not when the user set a MALLOC_* variable or glibc.malloc tunables (theirs win)."""
+    if not sys.platform.startswith("linux") or any(v in os.environ for v in _MALLOC_ENV) \
+            or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version      # glibc only: other C libraries' mallopt differs or is a stub
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in _MALLOPT.values())
+
+
+def tune(enable: bool = True) -> Tuning:
+    """Add FLAG to XLA_FLAGS (the user's flags win: nothing is changed if they already set the option) and call
+    `reuse_freed_memory()`. A no-op with a warning once the backend has started."""
     import jaxlib
 
+    if not enable:
+        return Tuning(FLAG in os.environ.get("XLA_FLAGS", "").split(), False)
+    if _backend_started():
+        warnings.warn("dmdjax.xla_cpu.tune() called after JAX started its backends; nothing changed")
+        return Tuning(FLAG in os.environ.get("XLA_FLAGS", "").split(), False)
     current = os.environ.get("XLA_FLAGS", "")
-    if OPTION in current:
-        return FLAG in current.split()
-    if not enable or not jaxlib.__version__.startswith(TESTED_JAXLIB):
-        return False
-    from jax._src import xla_bridge
-    if xla_bridge.backends_are_initialized():
-        warnings.warn("dmdjax.xla_cpu.tune() called after JAX started its backends; XLA_FLAGS unchanged")
-        return False
-    os.environ["XLA_FLAGS"] = (current + " " + FLAG).strip()
-    return True
+    if OPTION not in current and jaxlib.__version__.startswith(TESTED_JAXLIB):
+        os.environ["XLA_FLAGS"] = (current + " " + FLAG).strip()
+    return Tuning(FLAG in os.environ.get("XLA_FLAGS", "").split(), reuse_freed_memory())

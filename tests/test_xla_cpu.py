@@ -1,5 +1,6 @@
 """dmdjax.xla_cpu.tune: sets the YNNPACK kernel choice only before the backend starts, never over the user's own
-XLA_FLAGS, and the tuned kernels compute the same ADM output and gradient as XLA's defaults."""
+XLA_FLAGS, and the tuned kernels compute the same ADM output and gradient as XLA's defaults; its allocator setting
+stops the per-call page faults of XLA's buffers, and the user's MALLOC_* settings win."""
 import json
 import os
 import subprocess
@@ -17,15 +18,26 @@ CHILD = r"""
 import json, os, sys, warnings
 sys.path.insert(0, sys.argv[3])
 from dmdjax import xla_cpu
-on = xla_cpu.tune(enable=sys.argv[1] == "1")
-out = {"on": on, "flags": os.environ.get("XLA_FLAGS", "")}
+tuning = xla_cpu.tune(enable=sys.argv[1] == "1")
+out = {"on": tuning.xla_flag, "reuse": tuning.reuse_memory, "flags": os.environ.get("XLA_FLAGS", "")}
 if sys.argv[2] == "compute":
     import test_xla_cpu
     out.update(test_xla_cpu.adm_output_and_grad())
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        out["late"] = xla_cpu.tune()
+        out["late"] = list(xla_cpu.tune())
     out["late_warned"] = len(w)
+if sys.argv[2] == "faults":       # minor page faults of the 6th-8th call making a fresh 64 MiB buffer
+    import resource
+    import jax, jax.numpy as jnp
+    f = jax.jit(lambda x: jnp.cumsum(x * 2.0))
+    x = jnp.ones((1 << 24,))
+    faults = []
+    for _ in range(8):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        jax.block_until_ready(f(x))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    out["faults"] = faults[5:]
 print(json.dumps(out))
 """
 
@@ -51,10 +63,10 @@ def adm_output_and_grad() -> dict:
     return {"out": np.asarray(out).ravel().tolist(), "grad": float(grad)}
 
 
-def _run(enable: bool, flags: str = "", mode: str = "compute") -> dict:
+def _run(enable: bool, flags: str = "", mode: str = "compute", **env) -> dict:
     """A fresh process with XLA_FLAGS = this suite's (conftest.py) without the YNN option, plus `flags`."""
     base = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if xla_cpu.OPTION not in f)
-    env = dict(os.environ, XLA_FLAGS=(base + " " + flags).strip())
+    env = dict(os.environ, XLA_FLAGS=(base + " " + flags).strip(), **env)
     proc = subprocess.run([sys.executable, "-c", CHILD, "1" if enable else "0", mode, os.path.dirname(__file__)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -67,7 +79,7 @@ def test_tuned_kernels_match_xla_defaults():
     assert xla_cpu.FLAG in os.environ["XLA_FLAGS"].split()
     default = _run(False)
     assert not default["on"] and xla_cpu.FLAG not in default["flags"]
-    assert default["late"] is False and default["late_warned"] == 1     # backend started: refuses and warns
+    assert default["late"] == [False, False] and default["late_warned"] == 1   # backend started: refuses, warns
     tuned = adm_output_and_grad()
     np.testing.assert_allclose(tuned["out"], default["out"], rtol=0, atol=1e-5)
     assert abs(tuned["grad"] - default["grad"]) <= 1e-4 * max(1.0, abs(default["grad"]))
@@ -83,3 +95,17 @@ def test_user_flag_wins():
     user = "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce"
     run = _run(True, user, mode="flags")
     assert not run["on"] and run["flags"].split()[-1] == user and xla_cpu.FLAG not in run["flags"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator setting is glibc's mallopt")
+def test_reuse_freed_memory_stops_page_faults():
+    """Without it every call page-faults its fresh 64 MiB output in again (16,384 pages); with it, almost none."""
+    plain, tuned = _run(False, mode="faults"), _run(True, mode="faults")
+    assert not plain["reuse"] and tuned["reuse"]
+    assert min(plain["faults"]) > 8000, plain
+    assert max(tuned["faults"]) < 1000, tuned
+
+
+def test_user_malloc_settings_win():
+    run = _run(True, mode="flags", MALLOC_ARENA_MAX="4")
+    assert run["on"] == TESTED and not run["reuse"]
