@@ -15,6 +15,8 @@ Parts (each the experiment's own function, jitted, with donated state where the 
     fake        `distill.make_iteration(update_generator=False)`: G forward, the DM loss (for the curve) and the
                 fake-score update (4 of every 5 DMD iterations)
     phi8        `sampling.phi_k(K=8)`: 15 Denoiser evaluations
+    convs       a floor for the teacher step: every convolution of the network timed alone (forward, and forward
+                plus its VJP to input and kernel), at its best, summed; `seconds` is forward + VJP, `forward_s`
 XLA:CPU kernels and allocator: `dmdjax.xla_cpu.tune()` (as the experiments) unless --no_xla_tuning; each result
 records its XLA_FLAGS and tuning. Each (net, part) runs in its own process: `seconds` is the median wall-clock time
 of --repeats calls after the first (compiling) call and --warmup further calls (the heap reaches its steady size),
@@ -32,11 +34,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from metrics import peak_rss_mib   # benchmarks/metrics.py: this process's VmHWM
 
 CHILD = "_child"
 NETS = ("small", "paper")
-PARTS = ("forward", "teacher", "generator", "fake", "phi8")
+PARTS = ("forward", "teacher", "generator", "fake", "phi8", "convs")
 BATCH = 32
 
 
@@ -48,6 +52,57 @@ def net_config(name: str) -> dict:
         return dict(img_resolution=32, in_channels=1, label_dim=0, model_channels=32, channel_mult=[1, 2, 2],
                     channel_mult_emb=4, num_blocks=2, attn_resolutions=[8], dropout=0.0)
     raise ValueError(f"unknown net {name!r}; choose from {', '.join(NETS)}")
+
+
+def _convolutions(jaxpr):
+    """Every conv_general_dilated equation of a (closed) jaxpr, nested jaxprs included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    yield from _convolutions(sub)
+
+
+def conv_floor(apply, params, x, sigma, repeats: int) -> dict:
+    """Sum over the network's convolutions of each one's time alone (median of `repeats` after 2 warm-up calls):
+    forward, and forward + VJP (input and kernel). Returns seconds, forward_s, count and forward GFLOP."""
+    import collections
+
+    import jax
+    from jax import lax
+    eqns = list(_convolutions(jax.make_jaxpr(apply)(params, x, sigma).jaxpr))
+    keys = collections.Counter()
+    for e in eqns:
+        prm = e.params
+        keys[(e.invars[0].aval.shape, e.invars[1].aval.shape, prm["window_strides"], tuple(prm["padding"]),
+              prm["dimension_numbers"], prm["lhs_dilation"], prm["rhs_dilation"], prm["feature_group_count"])] += 1
+
+    def timed(fn, *args):
+        fn = jax.jit(fn)
+        for _ in range(2):
+            jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    fwd = both = flops = 0.0
+    for (lhs, rhs, strides, pad, dn, ld, rd, groups), count in keys.items():
+        conv = lambda a, b: lax.conv_general_dilated(a, b, strides, pad, ld, rd, dn, groups)
+        a = jax.random.normal(jax.random.PRNGKey(0), lhs)
+        b = jax.random.normal(jax.random.PRNGKey(1), rhs)
+        out = jax.eval_shape(conv, a, b)
+        dy = jax.random.normal(jax.random.PRNGKey(2), out.shape)
+        f = timed(conv, a, b)
+        g = timed(lambda a, b, dy: jax.vjp(conv, a, b)[1](dy), a, b, dy)
+        fwd, both = fwd + count * f, both + count * (f + g)
+        flops += count * 2 * np.prod(out.shape) * np.prod(rhs) / rhs[dn.rhs_spec[0]]
+    return {"seconds": both, "forward_s": fwd, "convolutions": len(eqns), "forward_gflop": flops / 1e9}
 
 
 def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
@@ -66,6 +121,12 @@ def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
     paper = configs.mnist("paper")
     sample = lambda key, n, consts: (jax.random.normal(key, (n,) + shape), None)
 
+    if part == "convs":
+        out = conv_floor(lambda p, x, s: model.apply({"params": p}, x, s), params, x, jnp.full((BATCH,), 2.5),
+                         repeats)
+        return {"net": net, "part": part, "params": num_params(params), "batch": BATCH, **out,
+                "peak_rss_mib": round(peak_rss_mib(), 1), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "tuning": tuning._asdict()}
     if part == "forward":
         fn = jax.jit(lambda p, x, s: model.apply({"params": p}, x, s))
         sigma = jnp.full((BATCH,), 2.5)
