@@ -66,8 +66,9 @@ def _convolutions(jaxpr):
                     yield from _convolutions(sub)
 
 
-def conv_floor(apply, params, x, sigma, repeats: int) -> dict:
-    """Sum over the network's convolutions of each one's time alone (median of `repeats` after 2 warm-up calls):
+def conv_floor(apply, params, x, sigma, repeats: int, warmup: int) -> dict:
+    """Sum over the network's convolutions of each one's time alone (median of `repeats` after a compiling call
+    and `warmup` calls):
     forward, and forward + VJP (input and kernel). Returns seconds, forward_s, count and forward GFLOP."""
     import collections
 
@@ -82,7 +83,7 @@ def conv_floor(apply, params, x, sigma, repeats: int) -> dict:
 
     def timed(fn, *args):
         fn = jax.jit(fn)
-        for _ in range(2):
+        for _ in range(1 + warmup):
             jax.block_until_ready(fn(*args))
         times = []
         for _ in range(repeats):
@@ -121,12 +122,14 @@ def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
     paper = configs.mnist("paper")
     sample = lambda key, n, consts: (jax.random.normal(key, (n,) + shape), None)
 
-    if part == "convs":
-        out = conv_floor(lambda p, x, s: model.apply({"params": p}, x, s), params, x, jnp.full((BATCH,), 2.5),
-                         repeats)
-        return {"net": net, "part": part, "params": num_params(params), "batch": BATCH, **out,
+    def result(**fields) -> dict:
+        return {"net": net, "part": part, "params": num_params(params), "batch": BATCH, **fields, "warmup": warmup,
                 "peak_rss_mib": round(peak_rss_mib(), 1), "xla_flags": os.environ.get("XLA_FLAGS", ""),
                 "tuning": tuning._asdict()}
+
+    if part == "convs":
+        return result(**conv_floor(lambda p, x, s: model.apply({"params": p}, x, s), params, x,
+                                   jnp.full((BATCH,), 2.5), repeats, warmup))
     if part == "forward":
         fn = jax.jit(lambda p, x, s: model.apply({"params": p}, x, s))
         sigma = jnp.full((BATCH,), 2.5)
@@ -156,10 +159,7 @@ def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
         state, out = call(state)
         jax.block_until_ready((state, out))
         times.append(time.perf_counter() - t0)
-    return {"net": net, "part": part, "params": num_params(params), "batch": BATCH,
-            "seconds": statistics.median(times[1 + warmup:]), "compile_s": times[0], "times_s": times[1:],
-            "warmup": warmup, "peak_rss_mib": round(peak_rss_mib(), 1), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "tuning": tuning._asdict()}
+    return result(seconds=statistics.median(times[1 + warmup:]), compile_s=times[0], times_s=times[1:])
 
 
 def main(argv=None) -> dict:

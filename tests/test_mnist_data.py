@@ -47,7 +47,7 @@ def no_env(monkeypatch):
 def prepared(tmp_path_factory):
     """Prepares MNIST once from the real files into a temp data dir; yields (data_dir, train arrays, seconds)."""
     if not all((MNIST_DIR / f).is_file() for f in mnist.MNIST_FILES):
-        pytest.skip(f"original MNIST files not found in {MNIST_DIR}")
+        pytest.fail(f"original MNIST files not found in {MNIST_DIR}; set DMDJAX_SHARED")
     data_dir = tmp_path_factory.mktemp("tfds")
     t0 = time.perf_counter()
     images, labels = mnist.load_mnist("train", data_dir=data_dir, manual_dir=MNIST_DIR)
