@@ -49,16 +49,22 @@ def apply_common_flags(cfg, args):
     return configs.override(cfg, **changes)
 
 
-def device_mesh(args):
-    """The `data` mesh the experiment runs on (after jax.distributed.initialize() when --distributed)."""
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, then what must precede any JAX computation in the process (data loading
+    included): XLA:CPU tuning (`xla_cpu.tune`, unless --no_xla_tuning) and, with --distributed,
+    jax.distributed.initialize() (coordinator, process count and id from the launcher / TPU metadata)."""
+    args = parser.parse_args(argv)
     from dmdjax import xla_cpu
-    xla_cpu.tune(enable=not getattr(args, "no_xla_tuning", False))   # before the backend starts
-
-    import jax
-
-    from dmdjax import parallel
+    xla_cpu.tune(enable=not args.no_xla_tuning)
     if args.distributed:
-        jax.distributed.initialize()   # coordinator, process count and id from the launcher / TPU metadata
+        import jax
+        jax.distributed.initialize()
+    return args
+
+
+def device_mesh(args):
+    """The `data` mesh the experiment runs on (`parse` has set up the process)."""
+    from dmdjax import parallel
     return parallel.data_mesh(args.devices)
 
 

@@ -14,8 +14,8 @@ paper ADM gradient 8.2-9.0 -> 6.1-6.3 s, peak RSS 5.97 -> 5.70 GiB. The process 
 above the default allocator's peak (a loop making 64 MiB outputs: 0.99 vs 0.46 GiB; BUILD_NOTES).
 
 Both must happen before JAX starts its backend (XLA reads XLA_FLAGS once; XLA's threads pick their malloc arena
-when they start). The experiments call `tune()` from `cli.device_mesh` (`--no_xla_tuning` turns it off); library
-users may call it first thing.
+when they start). The experiments call `tune()` from `cli.parse`, right after reading their flags
+(`--no_xla_tuning` turns it off); library users may call it first thing.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import json
 import sys
 
 from dmdjax import studies
-from dmdjax.cli import add_common_flags, device_mesh, positive_int
+from dmdjax.cli import add_common_flags, device_mesh, parse, positive_int
 
 
 def main(argv=None) -> dict:
@@ -29,7 +29,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--regression_weight", type=float, default=0.25, help="lambda_reg (DMD1: 0.25, for LPIPS)")
     parser.add_argument("--width", type=positive_int, help="toys: MLP hidden width (default: the preset's 384)")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     variants = tuple(v for v in args.variants.split(",") if v)
     if not set(variants) <= set(studies.VARIANTS):
         parser.error(f"--variants must be a subset of {','.join(studies.VARIANTS)}")

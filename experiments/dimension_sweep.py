@@ -17,7 +17,7 @@ import json
 import sys
 
 from dmdjax import studies
-from dmdjax.cli import add_common_flags, device_mesh, positive_int
+from dmdjax.cli import add_common_flags, device_mesh, parse, positive_int
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
                                                         "paper 96,192,384,768,1536)")
     parser.add_argument("--width_dim", type=positive_int, default=64, help="D of the width axis (default 64)")
     parser.add_argument("--embed_seed", type=int, default=0, help="seed of the orthonormal embedding")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     dims = args.dims or studies.SWEEP_DIMS[args.preset]
     widths = args.widths or studies.SWEEP_WIDTHS[args.preset]
     result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, args.preset, args.workdir,

@@ -15,7 +15,7 @@ import json
 import sys
 
 from dmdjax import studies
-from dmdjax.cli import add_common_flags, device_mesh, positive_int
+from dmdjax.cli import add_common_flags, device_mesh, parse, positive_int
 
 
 def main(argv=None) -> dict:
@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
                              "20, paper 1000)")
     parser.add_argument("--width", type=positive_int, help="toys: MLP hidden width (default: the preset's 384)")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     result = studies.run_dynamics_study(args.datasets, args.preset, args.workdir,
                                         studies.data_for(args.mnist_dir), studies.flag_tweak(args),
                                         args.every, device_mesh(args), not args.quiet)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from dmdjax import configs, convert, pipeline
 from dmdjax.checkpoint import check_config
-from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, positive_int
+from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, parse, positive_int
 
 
 def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--pca_n", type=positive_int, help="override the number of triplets in the PCA figure")
     add_common_flags(parser)
     parser.set_defaults(preset="paper")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     if args.preset != "paper":
         parser.error("--preset: imagenet64 has only the paper preset; for a small run pass a small exported "
                      "network with --teacher_npz and --config_json")
@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     if result_path.exists():
         result = json.loads(result_path.read_text())
     else:
-        mesh = device_mesh(args)   # first: --distributed must initialise before any computation
+        mesh = device_mesh(args)
         try:
             model, teacher_params = convert.load_teacher(args.teacher_npz, cfg.net_kwargs,
                                                          dtype=jnp.dtype(cfg.compute_dtype))

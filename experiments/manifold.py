@@ -13,7 +13,7 @@ import json
 import sys
 
 from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, positive_int, snapshot_list
+from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, parse, positive_int, snapshot_list
 from dmdjax.data.manifold import load_manifold
 
 
@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--train_size", type=positive_int, default=60_000, help="training-set size (MNIST's)")
     parser.add_argument("--snapshots", type=snapshot_list,
                         help="teacher steps to keep and distill (<= --teacher_steps; default: the final teacher)")
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     cfg = apply_common_flags(configs.manifold(args.preset), args)
     snapshots = args.snapshots or (cfg.teacher.steps,)
     cfg = configs.override(cfg, dataset=f"manifold(seed={args.data_seed}, n={args.train_size})",

@@ -14,14 +14,14 @@ import json
 import sys
 
 from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, add_mnist_flags, apply_common_flags, device_mesh, mnist_dataset
+from dmdjax.cli import add_common_flags, add_mnist_flags, apply_common_flags, device_mesh, mnist_dataset, parse
 
 
 def main(argv=None, conditional: bool = False) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(parser)
     add_mnist_flags(parser)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     cfg = apply_common_flags(configs.mnist(args.preset, conditional=conditional), args)
     snapshots = args.snapshots or tuple(sorted({s for s in cfg.teacher.snapshots if s <= cfg.teacher.steps}
                                                | {cfg.teacher.steps}))

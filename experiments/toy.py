@@ -12,7 +12,7 @@ import json
 import sys
 
 from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, positive_int
+from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, parse, positive_int
 from dmdjax.data import toy
 
 
@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=toy.DATASETS, default="chessboard")
     add_common_flags(parser)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)   # first: XLA tuning, --distributed
     cfg = apply_common_flags(configs.toy(args.dataset, args.preset), args)
     summary = pipeline.run(cfg, toy_dataset(args.dataset), args.workdir, mesh=device_mesh(args),
                            progress=not args.quiet)

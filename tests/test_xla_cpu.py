@@ -112,3 +112,30 @@ def test_reuse_freed_memory_stops_page_faults():
 def test_user_malloc_settings_win():
     run = _run(True, mode="flags", MALLOC_ARENA_MAX="4")
     assert run["on"] == TESTED and not run["reuse"]
+
+
+# An experiment, its pipeline stubbed out: exit 0 if the kernel flag was set and JAX's backend had started by then
+# (the data was loaded), 3 otherwise; a tune() after the backend started warns, which is made an error here.
+EXPERIMENT_CHILD = r"""
+import sys, warnings
+warnings.filterwarnings("error", message="dmdjax.xla_cpu.tune")
+sys.path.insert(0, sys.argv[1])
+from dmdjax import pipeline, xla_cpu
+experiment = __import__(sys.argv[2])
+def run(cfg, data, workdir, mesh=None, progress=True):
+    raise SystemExit(0 if xla_cpu._flag_on() and xla_cpu._backend_started() else 3)
+pipeline.run = run
+experiment.main(sys.argv[3:])
+"""
+
+
+@pytest.mark.skipif(not TESTED, reason=f"the flag is set on jaxlib {xla_cpu.TESTED_JAXLIB} only")
+@pytest.mark.parametrize("experiment", ["manifold", "mnist_uncond"])
+def test_experiments_tune_before_loading_data(experiment, shared_dir, tmp_path):
+    """The experiments' data loading runs JAX: XLA:CPU must be tuned before it (cli.parse), not at the mesh."""
+    argv = ["--train_size=64"] if experiment == "manifold" else [f"--mnist_dir={shared_dir / 'data' / 'mnist'}"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("MALLOC_")}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", EXPERIMENT_CHILD, os.path.join(repo, "experiments"), experiment,
+                           f"--workdir={tmp_path}", "--quiet", *argv], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
