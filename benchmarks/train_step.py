@@ -12,8 +12,9 @@ Parts (each the experiment's own function, jitted, with donated state where the 
     teacher     `teacher.make_step`: EDM loss, its gradient and an Adam update
     generator   `distill.make_iteration(update_generator=True)`: G forward, the DM gradient (teacher + fake
                 score), generator update, then the fake-score update on the same samples
-    fake        `distill.make_iteration(update_generator=False)`: G forward, the DM loss (for the curve) and the
-                fake-score update (4 of every 5 DMD iterations)
+    fake        `distill.make_iteration(update_generator=False)`: G forward and the fake-score update (4 of every 5
+                DMD iterations)
+    fake_dm     the same with `dm_loss_every_iteration`: also the DM loss for the curve (teacher + fake forwards)
     phi8        `sampling.phi_k(K=8)`: 15 Denoiser evaluations
     convs       a floor for the teacher step: every convolution of the network timed alone (forward, and forward
                 plus its VJP to input and kernel), at its best, summed; `seconds` is forward + VJP, `forward_s`
@@ -40,7 +41,7 @@ from metrics import peak_rss_mib   # benchmarks/metrics.py: this process's VmHWM
 
 CHILD = "_child"
 NETS = ("small", "paper")
-PARTS = ("forward", "teacher", "generator", "fake", "phi8", "convs")
+PARTS = ("forward", "teacher", "generator", "fake", "fake_dm", "phi8", "convs")
 BATCH = 32
 
 
@@ -143,8 +144,9 @@ def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
         step = jax.jit(teacher.make_step(model, tcfg.optimizer(), sample, BATCH, jax.random.PRNGKey(2)),
                        donate_argnums=0)
         call = lambda st: step(st, None)
-    elif part in ("generator", "fake"):
-        dcfg = configs.override(paper, **{"distill.batch": BATCH}).distill
+    elif part in ("generator", "fake", "fake_dm"):
+        dcfg = configs.override(paper, **{"distill.batch": BATCH,
+                                          "distill.dm_loss_every_iteration": part == "fake_dm"}).distill
         it = distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), 0, shape)
         step = jax.jit(lambda st, tp: it(st, tp, update_generator=(part == "generator")), donate_argnums=0)
         state = distill.init_state(params, dcfg)

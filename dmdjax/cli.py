@@ -32,6 +32,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                              "weights stay float32")
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() first (one process per host)")
+    parser.add_argument("--dm_loss_every_iteration", action="store_true",
+                        help="compute the DM loss (Fig. 4) on every DMD iteration, not only where the generator "
+                             "updates (DMD2's choice): a 5x denser curve for ~1/3 more time on 4 of 5 iterations")
     parser.add_argument("--no_xla_tuning", action="store_true",
                         help="keep XLA:CPU's default kernels and glibc's default allocator (see dmdjax/xla_cpu.py)")
 
@@ -46,6 +49,8 @@ def apply_common_flags(cfg, args):
         changes["eval_n"] = args.eval_n
     if args.bf16:
         changes["compute_dtype"] = "bfloat16"
+    if args.dm_loss_every_iteration:
+        changes["distill.dm_loss_every_iteration"] = True
     return configs.override(cfg, **changes)
 
 

@@ -43,6 +43,10 @@ class DistillConfig:
     dm_max_index: int = diffusion.DM_MAX_INDEX
     ckpt_every: int = 1000
     chunk: int = 100
+    # The DM loss (Fig. 4) and the generator's other terms are computed where the generator updates, as DMD2 does.
+    # True also computes them on the other gen_every - 1 iterations, for a 5x denser curve: two more network
+    # forwards (teacher, fake score) on each, ~1/3 of such an iteration's time (BUILD_NOTES, issue 8).
+    dm_loss_every_iteration: bool = False
     # Auxiliary terms (issue 7; the paper uses neither, Sec. 4.1.1). Off by default.
     gan: bool = False                # DMD2's GAN term (REFERENCE 1.7)
     gan_cls_weight: float = 1e-2     # cls_loss_weight (classifier loss, in the guidance loss)
@@ -299,6 +303,10 @@ def make_step(model, cfg: DistillConfig, key, label_dim: int = 0, sample_shape: 
     unweighted auxiliary terms `gan_gen`, `gan_cls`, `regression` when on. `sample` (the Dataset's) is needed
     only by the GAN term.
 
+    The generator's loss terms (`dm_loss`, `gan_gen`, `regression`) have one entry per round, from its first
+    iteration, unless `cfg.dm_loss_every_iteration` (then gen_every); `run_loop` logs such a metric at the
+    iterations it belongs to.
+
     The schedule is unrolled in Python rather than branched with `lax.cond` or scanned: XLA:CPU runs a
     convolution's backward pass inside a conditional ~15x and inside a loop ~7x slower than at the top level
     (BUILD_NOTES.md). The arithmetic is identical to DMD2's `step % gen_every == 0` branching.
@@ -310,7 +318,8 @@ def make_step(model, cfg: DistillConfig, key, label_dim: int = 0, sample_shape: 
         for i in range(cfg.gen_every):   # unrolled: no control flow around backward passes (see above)
             state, m = iteration(state, consts, update_generator=(i == 0))
             metrics.append(m)
-        return state, jax.tree.map(lambda *ms: jnp.stack(ms), *metrics)
+        # the first (generator) iteration has every metric; the others may lack the generator's terms
+        return state, {name: jnp.stack([m[name] for m in metrics if name in m]) for name in metrics[0]}
 
     return round_fn
 
@@ -320,7 +329,9 @@ def make_iteration(model, cfg: DistillConfig, key, label_dim: int = 0, sample_sh
     """A single DMD iteration `(state, consts, update_generator: bool) -> (state, metrics)`.
 
     One generator forward serves both updates; the fake score then steps on the same, pre-update samples.
-    `update_generator` is a Python bool (DMD2 updates the generator when step % gen_every == 0).
+    `update_generator` is a Python bool (DMD2 updates the generator when step % gen_every == 0). Without a
+    generator update the iteration runs G's forward and the fake-score step only, and its metrics lack the
+    generator's terms, unless `cfg.dm_loss_every_iteration` (the state is the same either way).
     """
     parallel.check_batch(cfg.batch, mesh)
     gen_tx, fake_tx = cfg.optimizers()
@@ -336,13 +347,15 @@ def make_iteration(model, cfg: DistillConfig, key, label_dim: int = 0, sample_sh
             (_, (x, terms)), grads = jax.value_and_grad(generator_loss, has_aux=True)(
                 gen.params, state.fake.params, teacher_params, d)
             gen = apply_gradients(gen, grads, gen_tx).replace(step=gen.step + 1)
-        else:
+        elif cfg.dm_loss_every_iteration:   # the loss for the curve only: two more forwards (teacher, fake)
             _, (x, terms) = generator_loss(gen.params, state.fake.params, teacher_params, d)
+        else:
+            x, terms = generate(model, gen.params, d["z"], d["labels"], cfg.conditioning_sigma), {}
 
         (_, fake_terms), grads = jax.value_and_grad(guidance_loss, has_aux=True)(state.fake.params, x, d)
         fake = apply_gradients(state.fake, grads, fake_tx).replace(step=state.fake.step + 1)
-        metrics = {"dm_loss": terms["dm"], "fake_loss": fake_terms["fake"],
-                   "gen_update": jnp.asarray(float(update_generator), jnp.float32)}
+        metrics = {"dm_loss": terms["dm"]} if "dm" in terms else {}
+        metrics.update(fake_loss=fake_terms["fake"], gen_update=jnp.asarray(float(update_generator), jnp.float32))
         metrics.update({name: terms[name] for name in ("gan_gen", "regression") if name in terms})
         metrics.update({name: fake_terms[name] for name in ("gan_cls",) if name in fake_terms})
         return DMDState(step=state.step + 1, gen=gen, fake=fake), metrics

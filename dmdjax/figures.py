@@ -64,17 +64,24 @@ def distance_heatmap(teacher: np.ndarray, student: np.ndarray, assignment: np.nd
     return fig
 
 
+def running_mean(steps, values, smooth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Running mean of a logged series over `smooth` iterations (fewer points where it is logged every k-th
+    iteration, e.g. the DM loss; at most a tenth of the points). Returns (steps, means), both shortened."""
+    steps, values = np.asarray(steps), np.asarray(values)
+    spacing = max(1, int(np.median(np.diff(steps)))) if len(steps) > 1 else 1
+    w = max(1, min(smooth // spacing, len(values) // 10))
+    return steps[w - 1:], np.convolve(values, np.ones(w) / w, mode="valid")
+
+
 def dm_loss_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], zoom: int = 900, smooth: int = 50):
     """Fig. 4: DM loss over distillation iterations, one curve per label; right panel zooms on the first
     `zoom` iterations. Curves are smoothed by a running mean over `smooth` iterations."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for label, (steps, loss) in curves.items():
-        steps, loss = np.asarray(steps), np.asarray(loss)
-        w = max(1, min(smooth, len(loss) // 10))
-        smoothed = np.convolve(loss, np.ones(w) / w, mode="valid")
-        axes[0].plot(steps[w - 1:], smoothed, label=label, lw=1)
-        mask = steps[w - 1:] < zoom
-        axes[1].plot(steps[w - 1:][mask], smoothed[mask], label=label, lw=1)
+        steps, smoothed = running_mean(steps, loss, smooth)
+        axes[0].plot(steps, smoothed, label=label, lw=1)
+        mask = steps < zoom
+        axes[1].plot(steps[mask], smoothed[mask], label=label, lw=1)
     for ax, t in zip(axes, ["DM loss", f"first {zoom} iterations"]):
         ax.set_xlabel("distillation iteration")
         ax.set_ylabel("DM loss")
@@ -207,9 +214,7 @@ def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
         ax_e.set_ylabel(r"$\Delta_E$")
         ax_e.set_title(label)
         ax_e.legend(fontsize=8)
-        loss, dm_step = np.asarray(r["dm_loss"]), np.asarray(r["dm_step"])
-        w = max(1, min(smooth, len(loss) // 10))
-        ax_l.plot(dm_step[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1)
+        ax_l.plot(*running_mean(r["dm_step"], r["dm_loss"], smooth), lw=1)
         ax_l.set_yscale("log")
         ax_l.set_xlim(ax_e.get_xlim())
         ax_l.set_xlabel("distillation iteration t")

@@ -54,7 +54,9 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
 
     Saves at multiples of `ckpt_every`, at every step in `keep_steps` and at the end. Raises FloatingPointError
     (and saves nothing) if a metric becomes NaN or inf. Returns the final state. `step_fn` may advance
-    `steps_per_call` iterations at once (a DMD round); every boundary must then be a multiple of it.
+    `steps_per_call` iterations at once (a DMD round); every boundary must then be a multiple of it. A metric
+    with steps_per_call / k entries per call (DMD's generator terms: one per round) is logged at every k-th
+    iteration, from the call's first; `read_series` reads it back.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -81,16 +83,18 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
         with (log_path.open("a") if main else open(os.devnull, "w")) as log:
             for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
                 state, metrics = _run_chunk(step_fn, state, consts, (stop - step) // steps_per_call)
-                metrics = jax.device_get(metrics)
+                metrics, n = jax.device_get(metrics), stop - step
+                every = {name: _spacing(name, len(values), n) for name, values in metrics.items()}
                 for name, values in metrics.items():
                     bad = ~np.isfinite(values)
                     if bad.any():
-                        first = step + int(np.argmax(bad))
+                        first = step + int(np.argmax(bad)) * every[name]
                         raise FloatingPointError(
                             f"{desc}: metric {name!r} became {values[bad][0]} at step {first}; nothing after step "
                             f"{ckpt.latest_step()} was saved. Lower the learning rate or check the data for NaNs.")
-                for i in range(stop - step):
-                    log.write(json.dumps({"step": step + i, **{k: float(v[i]) for k, v in metrics.items()}}) + "\n")
+                for i in range(n):
+                    row = {k: float(v[i // every[k]]) for k, v in metrics.items() if i % every[k] == 0}
+                    log.write(json.dumps({"step": step + i, **row}) + "\n")
                 log.flush()
                 bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
                 bar.update(stop - step)
@@ -103,8 +107,27 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     return state
 
 
+def _spacing(name: str, entries: int, iterations: int) -> int:
+    """Iterations between a metric's entries: a call of `iterations` steps returned `entries` values."""
+    if not entries or iterations % entries:
+        raise ValueError(f"metric {name!r} has {entries} entries for {iterations} iterations; a step must return "
+                         f"one per iteration or one per k iterations")
+    return iterations // entries
+
+
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a JSON-lines metrics log into {name: array over steps} (with 'step')."""
+    """Read a JSON-lines metrics log into {name: array over steps} (with 'step'); NaN where a metric was not
+    recorded (see `read_series`)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
-    keys = rows[0].keys() if rows else ["step"]
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["step"]
     return {k: np.array([r.get(k, math.nan) for r in rows]) for k in keys}
+
+
+def read_series(path: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one metric of a log, at the iterations where it was recorded (e.g. DMD's dm_loss:
+    the generator iterations, 0, 5, 10, ...). Raises KeyError naming the metrics there if `name` is not one."""
+    log = read_log(path)
+    if name not in log:
+        raise KeyError(f"{path} has no metric {name!r}; it has {sorted(set(log) - {'step'})}")
+    recorded = ~np.isnan(log[name])
+    return log["step"][recorded].astype(int), log[name][recorded]

@@ -6,7 +6,7 @@
 Layout of a work directory:
     config.json, results.json (summary over snapshots)
     teacher/ckpt (Orbax: latest + snapshots), teacher/metrics.jsonl
-    student_<teacher step>/ckpt, metrics.jsonl (DM loss per iteration), samples.npz, results.json, *.png
+    student_<teacher step>/ckpt, metrics.jsonl (per iteration; the DM loss per generator iteration), samples.npz, results.json, *.png
 Every stage resumes: rerunning the same command continues from the last checkpoint and skips finished work.
 """
 from __future__ import annotations
@@ -254,15 +254,15 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     flat = lambda a: np.asarray(a).reshape(len(a), -1)
     dist_1 = np.linalg.norm(flat(s["phi_1"]) - flat(s[f"phi_{cfg.k_ref}"]), axis=1)   # ||Phi_1(z) - Phi_K(z)||
     dist_g = np.linalg.norm(flat(s["g"]) - flat(s[f"phi_{cfg.k_ref}"]), axis=1)       # ||G(z) - Phi_K(z)||
-    dm = loop.read_log(outdir / "metrics.jsonl")
-    tail = max(1, len(dm["dm_loss"]) // 20)
+    dm_step, dm_loss = _dm_curve(outdir)
+    tail = max(1, len(dm_loss) // 20)
     result = {
         "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
         "delta_e_phi1": float(init.delta_e),
         "fit": {"w2_student": w2(g), "w2_teacher_floor": w2(ref), "w2_phi1": w2(s["phi_1"][:n])},
         "dist_phi1_ref_mean": float(np.mean(dist_1[:n])), "dist_g_ref_mean": float(np.mean(dist_g[:n])),
         "frac_g_closer_than_phi1": float(np.mean(dist_g[:n] < dist_1[:n])),
-        "final_dm_loss": float(np.mean(dm["dm_loss"][-tail:])),
+        "final_dm_loss": float(np.mean(dm_loss[-tail:])),
         "k_ref": cfg.k_ref, "n": n,
     }
     for k in cfg.figure_ks:
@@ -275,7 +275,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     extra = {} if labels is None else {"labels": np.asarray(labels)}
     np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment),
                         dist_phi1=dist_1, dist_g=dist_g, **extra, **s)
-    draw_figures(cfg, data, outdir, np.asarray(z[:n]), {k: v[:n] for k, v in s.items()}, result, dm)
+    draw_figures(cfg, data, outdir, np.asarray(z[:n]), {k: v[:n] for k, v in s.items()}, result,
+                 (dm_step, dm_loss))
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
 
@@ -318,7 +319,7 @@ def copying_statistics(s: dict, train_images, outdir: Path, cfg: Config) -> dict
     }
 
 
-def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: dict, dm: dict) -> None:
+def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: dict, dm_curve: tuple) -> None:
     ref_name = f"Phi_{cfg.k_ref}"
     ref = s[f"phi_{cfg.k_ref}"]
     tag = f"{cfg.name}, {outdir.name.replace('_', ' ')}: Delta_E = {result['delta_e']:.3g}"
@@ -332,7 +333,7 @@ def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: d
     sub = metrics.transport_energies(ref[:m], s["g"][:m])
     figures.save(figures.distance_heatmap(ref[:m], s["g"][:m], np.asarray(sub.assignment),
                                           f"{m} pairs, Delta_E = {float(sub.delta_e):.3g}"), outdir / "heatmap.png")
-    figures.save(figures.dm_loss_curves({outdir.name: (dm["step"], dm["dm_loss"])}), outdir / "dm_loss.png")
+    figures.save(figures.dm_loss_curves({outdir.name: dm_curve}), outdir / "dm_loss.png")
 
 
 def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bool = True) -> dict:
@@ -367,9 +368,10 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
     return summary
 
 
-def _dm_curve(outdir: Path):
-    log = loop.read_log(outdir / "metrics.jsonl")
-    return log["step"], log["dm_loss"]
+def _dm_curve(outdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, DM loss) of a student's log (Fig. 4): every generator iteration, or every iteration with
+    `dm_loss_every_iteration`."""
+    return loop.read_series(outdir / "metrics.jsonl", "dm_loss")
 
 
 def _write_json(path: Path, obj) -> None:

@@ -255,9 +255,9 @@ def run_dynamics(cfg: pipeline.Config, data: pipeline.Dataset, workdir, every: i
     final = np.load(outdir / "dynamics" / f"g_{rows[-1]['step']:07d}.npy")
     to_final = [float(metrics.transport_energies(final, np.load(outdir / "dynamics" / f"g_{r['step']:07d}.npy"))
                       .delta_e) for r in rows]
-    dm = loop.read_log(outdir / "metrics.jsonl")
+    dm_step, dm_loss = loop.read_series(outdir / "metrics.jsonl", "dm_loss")
     out = {key: [r[key] for r in rows] for key in rows[0]}
-    out.update(delta_e_to_final=to_final, dm_step=dm["step"].tolist(), dm_loss=dm["dm_loss"].tolist(),
+    out.update(delta_e_to_final=to_final, dm_step=dm_step.tolist(), dm_loss=dm_loss.tolist(),
                every=every, final=_row(final_result(summary)))
     return out
 

@@ -1,4 +1,6 @@
 """DMD: the distribution-matching gradient, the fake-score loss and the 1:5 update schedule."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,7 +82,9 @@ def test_update_schedule_one_generator_step_in_five(tiny):
         new, m = jax.jit(iteration, static_argnums=2)(state, params, i % cfg.gen_every == 0)
         changed_gen.append(_differs(new.gen.params, state.gen.params))
         changed_fake.append(_differs(new.fake.params, state.fake.params))
-        assert np.isfinite(float(m["dm_loss"])) and np.isfinite(float(m["fake_loss"]))
+        assert np.isfinite(float(m["fake_loss"]))
+        assert ("dm_loss" in m) == (i % 5 == 0)     # the DM loss where the generator updates, as DMD2
+        assert "dm_loss" not in m or np.isfinite(float(m["dm_loss"]))
         state = new
     assert changed_gen == [i % 5 == 0 for i in range(11)]
     assert all(changed_fake)
@@ -93,13 +97,31 @@ def test_round_equals_five_iterations(tiny):
     round_fn = jax.jit(distill.make_step(model, cfg, key, sample_shape=(4,)))
     iteration = jax.jit(distill.make_iteration(model, cfg, key, sample_shape=(4,)), static_argnums=2)
     by_round, m = round_fn(round_fn(distill.init_state(params, cfg), params)[0], params)
-    assert m["gen_update"].tolist() == [1, 0, 0, 0, 0] and m["dm_loss"].shape == (5,)
+    assert m["gen_update"].tolist() == [1, 0, 0, 0, 0] and m["dm_loss"].shape == (1,)
     state = distill.init_state(params, cfg)
     for i in range(10):
         state, _ = iteration(state, params, i % 5 == 0)
     assert int(by_round.step) == 10 and int(by_round.gen.step) == 2 and int(by_round.fake.step) == 10
     for a, b in zip(jax.tree.leaves(by_round), jax.tree.leaves(state)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dm_loss_every_iteration_changes_only_the_metrics(tiny):
+    """The denser DM-loss curve costs forwards, not a different run: same state, bitwise; its entry at the
+    generator iteration is the default's; the others are the DM loss of the then-current generator."""
+    model, params, cfg = tiny
+    dense_cfg = dataclasses.replace(cfg, dm_loss_every_iteration=True)
+    key = jax.random.PRNGKey(1)
+    runs = {}
+    for name, c in (("sparse", cfg), ("dense", dense_cfg)):
+        round_fn = jax.jit(distill.make_step(model, c, key, sample_shape=(4,)))
+        state, _ = round_fn(distill.init_state(params, c), params)
+        runs[name] = (state, *round_fn(state, params))
+    (_, sparse, m_sparse), (_, dense, m_dense) = runs["sparse"], runs["dense"]
+    for a, b in zip(jax.tree.leaves(sparse), jax.tree.leaves(dense)):
+        np.testing.assert_array_equal(a, b)
+    assert m_dense["dm_loss"].shape == (5,) and float(m_dense["dm_loss"][0]) == float(m_sparse["dm_loss"][0])
+    assert len(set(np.asarray(m_dense["dm_loss"]).tolist())) == 5 and np.all(np.asarray(m_dense["dm_loss"]) > 0)
 
 
 def test_dm_loss_zero_when_fake_equals_teacher(tiny):

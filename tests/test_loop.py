@@ -45,6 +45,32 @@ def test_resume_continues_log_and_state(tmp_path):
     np.testing.assert_array_equal(log["loss"], np.arange(1, 21))
 
 
+def _round_with_sparse_metric(bad_step=-1):
+    """A 5-iteration round (as DMD's) whose 'every' metric has 5 entries and 'first' one, from iteration 0."""
+    def step(state, consts):
+        steps = state.step + jnp.arange(5)
+        first = jnp.where(state.step == bad_step, jnp.inf, 100.0 + state.step)
+        return Counter(step=state.step + 5, x=state.x + 5), {"every": steps.astype(jnp.float32), "first": first[None]}
+    return step
+
+
+def test_metric_of_one_per_round_is_logged_at_its_iteration(tmp_path):
+    state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
+    loop.run_loop(_round_with_sparse_metric(), state, 0.0, num_steps=30, ckpt=Checkpointer(tmp_path / "ckpt"),
+                  log_path=tmp_path / "log.jsonl", chunk=10, ckpt_every=15, steps_per_call=5, progress=False)
+    log = loop.read_log(tmp_path / "log.jsonl")
+    np.testing.assert_array_equal(log["every"], np.arange(30))
+    steps, first = loop.read_series(tmp_path / "log.jsonl", "first")
+    np.testing.assert_array_equal(steps, np.arange(0, 30, 5))
+    np.testing.assert_array_equal(first, 100.0 + steps)
+    assert np.isnan(log["first"][1:5]).all()
+    with pytest.raises(KeyError, match="no metric 'dm_loss'.*'every', 'first'"):
+        loop.read_series(tmp_path / "log.jsonl", "dm_loss")
+    with pytest.raises(FloatingPointError, match=r"'first' became inf at step 45"):
+        loop.run_loop(_round_with_sparse_metric(45), state, 0.0, num_steps=60, ckpt=Checkpointer(tmp_path / "ckpt"),
+                      log_path=tmp_path / "log.jsonl", chunk=10, ckpt_every=15, steps_per_call=5, progress=False)
+
+
 def test_boundaries_must_fit_steps_per_call(tmp_path):
     state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
     with pytest.raises(ValueError, match="multiple of 5"):

@@ -50,7 +50,9 @@ def test_outputs(reference_run):
     for png in ("pairing.png", "heatmap.png", "dm_loss.png"):
         assert (workdir / "student_60" / png).stat().st_size > 1000
     log = loop.read_log(workdir / "student_60" / "metrics.jsonl")
-    assert list(log["step"]) == list(range(30))          # DM loss logged every iteration
+    assert list(log["step"]) == list(range(30))          # a log line per iteration
+    dm_step, dm_loss = loop.read_series(workdir / "student_60" / "metrics.jsonl", "dm_loss")
+    assert dm_step.tolist() == list(range(0, 30, 5)) and np.all(dm_loss >= 0)   # the generator iterations
     samples = np.load(workdir / "student_60" / "samples.npz")
     assert samples["g"].shape == samples["phi_8"].shape == (64, 4)
 
@@ -110,3 +112,15 @@ def test_command_line_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "experiments" / "toy.py"), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--dataset" in proc.stdout and "--preset" in proc.stdout
+
+
+def test_dm_loss_every_iteration_flag():
+    import argparse
+
+    from dmdjax import cli, configs
+    parser = argparse.ArgumentParser()
+    cli.add_common_flags(parser)
+    base = configs.toy("chessboard")
+    dense = cli.apply_common_flags(base, parser.parse_args(["--workdir=w", "--dm_loss_every_iteration"]))
+    sparse = cli.apply_common_flags(base, parser.parse_args(["--workdir=w"]))
+    assert dense.distill.dm_loss_every_iteration and not sparse.distill.dm_loss_every_iteration
