@@ -69,8 +69,8 @@ def _convolutions(jaxpr):
 
 def conv_floor(apply, params, x, sigma, repeats: int, warmup: int) -> dict:
     """Sum over the network's convolutions of each one's time alone (median of `repeats` after a compiling call
-    and `warmup` calls):
-    forward, and forward + VJP (input and kernel). Returns seconds, forward_s, count and forward GFLOP."""
+    and `warmup` calls): forward, and forward + VJP (input and kernel). Returns seconds, forward_s, count, forward
+    GFLOP and `by_shape` (per distinct convolution: count, ms and GFLOP/s of the forward and of the VJP)."""
     import collections
 
     import jax
@@ -94,6 +94,7 @@ def conv_floor(apply, params, x, sigma, repeats: int, warmup: int) -> dict:
         return statistics.median(times)
 
     fwd = both = flops = 0.0
+    shapes = []
     for (lhs, rhs, strides, pad, dn, ld, rd, groups), count in keys.items():
         conv = lambda a, b: lax.conv_general_dilated(a, b, strides, pad, ld, rd, dn, groups)
         a = jax.random.normal(jax.random.PRNGKey(0), lhs)
@@ -103,8 +104,12 @@ def conv_floor(apply, params, x, sigma, repeats: int, warmup: int) -> dict:
         f = timed(conv, a, b)
         g = timed(lambda a, b, dy: jax.vjp(conv, a, b)[1](dy), a, b, dy)
         fwd, both = fwd + count * f, both + count * (f + g)
-        flops += count * 2 * np.prod(out.shape) * np.prod(rhs) / rhs[dn.rhs_spec[0]]
-    return {"seconds": both, "forward_s": fwd, "convolutions": len(eqns), "forward_gflop": flops / 1e9}
+        gflop = 2 * np.prod(out.shape) * np.prod(rhs) / rhs[dn.rhs_spec[0]] / 1e9
+        flops += count * gflop
+        shapes.append({"input": lhs, "kernel": rhs, "count": count, "forward_ms": 1e3 * f, "vjp_ms": 1e3 * g,
+                       "forward_gflops": gflop / f, "vjp_gflops": 2 * gflop / g})
+    return {"seconds": both, "forward_s": fwd, "convolutions": len(eqns), "forward_gflop": flops,
+            "by_shape": shapes}
 
 
 def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
