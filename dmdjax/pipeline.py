@@ -6,7 +6,8 @@
 Layout of a work directory:
     config.json, results.json (summary over snapshots)
     teacher/ckpt (Orbax: latest + snapshots), teacher/metrics.jsonl
-    student_<teacher step>/ckpt, metrics.jsonl (per iteration; the DM loss per generator iteration), samples.npz, results.json, *.png
+    student_<teacher step>/ckpt, metrics.jsonl (per iteration; the DM loss per generator iteration), samples.npz,
+        results.json, *.png
 Every stage resumes: rerunning the same command continues from the last checkpoint and skips finished work.
 """
 from __future__ import annotations
