@@ -36,7 +36,8 @@ def exact_np(teacher: np.ndarray, student: np.ndarray):
 
 def exact(teacher, student):
     """(N, D) x (N, D) -> (e_dt, e_ot, assignment). numpy in: float64 numpy scalars out; traced in: pure_callback
-    with results in JAX's default float dtype (float32 unless x64 is enabled) and an int32 assignment."""
+    with results in JAX's default float dtype (float32 unless x64 is enabled) and an int32 assignment; NaN
+    energies and an assignment of -1 when the traced samples contain NaN or inf."""
     if not isinstance(teacher, jax.core.Tracer) and not isinstance(student, jax.core.Tracer):
         e_dt, e_ot, col = exact_np(np.asarray(teacher), np.asarray(student))
         return np.float64(e_dt), np.float64(e_ot), col
@@ -45,7 +46,10 @@ def exact(teacher, student):
     shapes = (jax.ShapeDtypeStruct((), fdt), jax.ShapeDtypeStruct((), fdt), jax.ShapeDtypeStruct((n,), jnp.int32))
 
     def callback(t, s):
-        e_dt, e_ot, col = exact_np(np.asarray(t), np.asarray(s))
+        t, s = np.asarray(t), np.asarray(s)
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(s))):   # NaN out, not an opaque callback error
+            return np.asarray(np.nan, fdt), np.asarray(np.nan, fdt), np.full((n,), -1, np.int32)
+        e_dt, e_ot, col = exact_np(t, s)
         return np.asarray(e_dt, fdt), np.asarray(e_ot, fdt), np.asarray(col, np.int32)
 
     return jax.pure_callback(callback, shapes, teacher, student, vmap_method="sequential")

@@ -8,7 +8,10 @@ Problem: N teacher samples t_i = Phi_K(z_i) and N student samples s_i = G(z_i) f
 
 Solvers (`method`): "exact" (linear assignment, scipy; see `assignment`) or "sinkhorn" (ott-jax entropic OT,
 online for large N; see `sinkhorn`). Both work under `jax.jit`; under jit only shapes and dtypes are
-validated (NaN/inf cannot be detected in traced values).
+validated, and NaN or inf anywhere in the samples makes E_DT, E_OT and Delta_E NaN (eagerly it is a ValueError).
+
+Differentiability: E_DT (`e_dt`) is differentiable in both arguments; E_OT and Delta_E are not (the exact
+solver is a host callback, and the Sinkhorn result is post-processed with the discrete DT-pairing cap).
 
 E_OT = 0: Delta_E is 0.0 when E_DT = 0 too (the student reproduces the teacher samples and the pairing:
 perfect copying) and +inf when E_OT = 0 < E_DT (the student reproduces the samples, but not the pairing).
@@ -20,6 +23,7 @@ computed in float32 unless inputs are float64 with x64 enabled); traced inputs g
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -56,10 +60,12 @@ class TransportEnergies(NamedTuple):
 
 
 def _delta(e_dt, e_ot, xp):
-    """Eq. 6 with the E_OT = 0 convention of the module docstring."""
+    """Eq. 6 with the E_OT = 0 convention of the module docstring; NaN when an energy is not finite (NaN or inf
+    in the samples), so that bad input never reads as copying."""
     safe = xp.where(e_ot > 0, e_ot, 1.0)
     zero_case = xp.where(e_dt > 0, xp.inf, 0.0)
-    return xp.where(e_ot > 0, xp.maximum(e_dt / safe - 1.0, 0.0), zero_case)
+    delta = xp.where(e_ot > 0, xp.maximum(e_dt / safe - 1.0, 0.0), zero_case)
+    return xp.where(xp.isfinite(e_dt) & xp.isfinite(e_ot), delta, xp.nan)
 
 
 def transport_energies(teacher, student, *, method: str = "exact", epsilon: float = 3e-3,
@@ -123,10 +129,12 @@ def _sinkhorn_energies_impl(t, s, *, online, **opts) -> TransportEnergies:
     e_dt = costs.sum_accurate(costs.paired_sq_dists(t, s)) / n
     # E_OT = 0 exactly when the nearest-neighbour map is a permutation reaching every student at distance 0
     # (an exact certificate; the entropic primal alone would return a tiny positive number).
+    finite = jnp.all(jnp.isfinite(t)) & jnp.all(jnp.isfinite(s))
+    e_dt = jnp.where(finite, e_dt, jnp.nan)
     hits = jnp.zeros((n,), jnp.int32).at[res.nearest].add(1)
     zero_ot = jnp.all(hits == 1) & jnp.all(costs.paired_sq_dists(t, s[res.nearest]) == 0)
     use_dt = res.primal >= e_dt  # the DT pairing is feasible: never report an E_OT above E_DT
-    e_ot = jnp.where(zero_ot, 0.0, jnp.where(use_dt, e_dt, res.primal))
+    e_ot = jnp.where(finite, jnp.where(zero_ot, 0.0, jnp.where(use_dt, e_dt, res.primal)), jnp.nan)
     assign = jnp.where(zero_ot, res.nearest, jnp.where(use_dt, jnp.arange(n, dtype=jnp.int32), res.assignment))
     return TransportEnergies(e_dt=e_dt, e_ot=e_ot, delta_e=_delta(e_dt, e_ot, jnp), assignment=assign,
                              marginal_error=res.marginal_error, converged=res.converged,
@@ -142,7 +150,18 @@ _sinkhorn_energies = jax.jit(_sinkhorn_energies_impl, static_argnames=(
 def pairing_inefficiency(teacher, student, *, method: str = "exact", **options):
     """Delta_E = E_DT / E_OT - 1 (Eq. 6) for paired samples (N, ...) x (N, ...); a scalar >= 0.
 
-    `options` go to `transport_energies` (Sinkhorn settings). Scale invariant (Lemma C.2).
+    Args:
+      teacher, student: (N, ...) numpy or JAX float arrays, sample i of both from the same seed z_i; N >= 2.
+      method: "exact" (linear assignment) or "sinkhorn" (ott-jax entropic OT).
+      **options: Sinkhorn settings, see `transport_energies`.
+
+    Returns:
+      Concrete inputs: a numpy scalar (float64 for "exact", float32 for "sinkhorn"); +inf when E_OT = 0 < E_DT.
+      Traced inputs (under jit): a 0-d JAX array, NaN if the samples contain NaN or inf. Not differentiable
+      (see the module docstring). Scale invariant (Lemma C.2).
+
+    Raises:
+      ValueError (concrete inputs): shapes differ, N < 2, non-float dtype, NaN or inf in the samples.
     """
     return transport_energies(teacher, student, method=method, **options).delta_e
 
@@ -162,14 +181,18 @@ def e_ot(teacher, student, *, method: str = "exact", **options):
 
 
 class PairingCI(NamedTuple):
-    """Uncertainty of Delta_E^(N): estimate on the full sample, its standard error, the normal interval
-    [low, high] at `level`, and the (n_resamples,) half-sample replicates Delta_E^(N/2)."""
+    """Uncertainty of an estimate on N paired samples: the estimate, its standard error, the normal interval
+    [low, high] at `level`, the (n_resamples,) half-sample replicates, and how many of them are NaN or inf.
+
+    With any non-finite replicate the spread is unknown: std_error and low are NaN and high is +inf (an infinite
+    replicate) or NaN; nothing is dropped."""
     estimate: float
     std_error: float
     low: float
     high: float
     level: float
     replicates: np.ndarray
+    n_nonfinite: int = 0
 
 
 def pairing_inefficiency_ci(teacher, student, *, n_resamples: int = 100, level: float = 0.95, seed: int = 0,
@@ -183,30 +206,45 @@ def pairing_inefficiency_ci(teacher, student, *, n_resamples: int = 100, level: 
     Why not the percentile bootstrap: resampling seeds with replacement drops ~37% of the seeds, so a teacher
     sample loses the student sample it would be transported to; bootstrap E_OT is biased upwards and its
     percentile interval can miss the estimate entirely (seen on clustered data). Half-samples contain no
-    duplicates; only their spread is used. On synthetic data with a fixed population (d = 8 and 64, N = 80
-    and 200) the SE was typically 0.7-1.3x the true spread of Delta_E^(N) over fresh draws (single data sets
-    down to 0.4x); in d = 2 it underestimated (~0.6x), so treat it as approximate there.
+    duplicates; only their spread is used. Its accuracy against the true spread over fresh draws is recorded in
+    BUILD_NOTES.md; in d = 2 it underestimates, so treat it as approximate there.
     Not covered: the finite-N bias (E_OT^(N) decreases with N, so Delta_E^(N) drifts with N, often by more
     than the SE); compare estimates at the same N (the paper uses N = 1000).
-    Cost: n_resamples solves at N/2 (exact at N = 1000: 0.02-0.05 s each). Concrete inputs only.
+    Cost: n_resamples solves at N/2. Concrete inputs only. Non-finite replicates: see `PairingCI`.
     """
     t, s = _checks.as_pair(teacher, student, min_n=4)
+    stat = lambda a, b: (float(pairing_inefficiency(a, b, method=method, **options)),)
+    return half_sample_ci(stat, t, s, n_resamples=n_resamples, level=level, seed=seed, lower=0.0,
+                          name="pairing_inefficiency_ci")[0]
+
+
+def half_sample_ci(stat, t, s, *, n_resamples: int, level: float, seed: int, lower=None, name: str):
+    """Half-sample (delete-N/2 jackknife) intervals for every statistic of `stat(t, s) -> tuple of floats` on
+    paired (N, D) samples; returns one `PairingCI` per statistic, in order. `lower` clips the low bounds."""
     if _checks.is_traced(t, s):
-        raise ValueError("pairing_inefficiency_ci resamples with numpy and cannot run under jax.jit; call it on "
-                         "concrete arrays")
+        raise ValueError(f"{name} resamples with numpy and cannot run under jax.jit; call it on concrete arrays")
     if not (0 < level < 1) or n_resamples < 2:
-        raise ValueError(f"need 0 < level < 1 and n_resamples >= 2, got level={level}, "
-                         f"n_resamples={n_resamples}")
-    estimate = float(pairing_inefficiency(t, s, method=method, **options))
+        raise ValueError(f"need 0 < level < 1 and n_resamples >= 2, got level={level}, n_resamples={n_resamples}")
+    t, s = np.asarray(t), np.asarray(s)
+    estimates = stat(t, s)
     rng = np.random.default_rng(seed)
     n = t.shape[0]
     m = n // 2
-    reps = np.empty(n_resamples)
+    reps = np.empty((n_resamples, len(estimates)))
     for b in range(n_resamples):
         idx = rng.choice(n, m, replace=False)
-        reps[b] = float(pairing_inefficiency(t[idx], s[idx], method=method, **options))
-    finite = reps[np.isfinite(reps)]
-    se = float(np.sqrt(m / (n - m) * np.var(finite, ddof=1))) if finite.size > 1 else float("nan")
+        reps[b] = stat(t[idx], s[idx])
     z = float(scipy.stats.norm.ppf(0.5 + level / 2))
-    return PairingCI(estimate=estimate, std_error=se, low=max(estimate - z * se, 0.0), high=estimate + z * se,
-                     level=level, replicates=reps)
+    out = []
+    for estimate, r in zip(estimates, reps.T):
+        bad = int(np.sum(~np.isfinite(r)))
+        if bad or not np.isfinite(estimate):
+            se, low, high = math.nan, math.nan, (math.inf if np.any(np.isposinf(r)) or estimate == math.inf
+                                                 else math.nan)
+        else:
+            se = float(np.sqrt(m / (n - m) * np.var(r, ddof=1)))
+            low, high = estimate - z * se, estimate + z * se
+            low = low if lower is None else max(low, lower)
+        out.append(PairingCI(estimate=float(estimate), std_error=se, low=low, high=high, level=level,
+                             replicates=r.copy(), n_nonfinite=bad))
+    return out
