@@ -16,6 +16,7 @@ the fake score's params, as before. The teacher's and generator's params trees n
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.struct
@@ -321,6 +322,12 @@ def make_step(model, cfg: DistillConfig, key, label_dim: int = 0, sample_shape: 
         # the first (generator) iteration has every metric; the others may lack the generator's terms
         return state, {name: jnp.stack([m[name] for m in metrics if name in m]) for name in metrics[0]}
 
+    # The same round as gen_every separately compiled iterations (two programs, the generator iteration and the
+    # fake-score iteration): `loop.run_loop` calls these when a chunk is one round, so that no program holds
+    # five backward passes (the paper ADM's five-iteration program takes XLA:CPU tens of minutes to compile).
+    gen_iteration = functools.partial(iteration, update_generator=True)
+    fake_iteration = functools.partial(iteration, update_generator=False)
+    round_fn.parts = (gen_iteration,) + (fake_iteration,) * (cfg.gen_every - 1)
     return round_fn
 
 

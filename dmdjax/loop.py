@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -29,6 +30,17 @@ def _run_chunk(step_fn, state, consts, length: int):
     else:
         state, metrics = jax.lax.scan(lambda s, _: step_fn(s, consts), state, None, length=length)
     return state, jax.tree.map(lambda m: m.reshape(-1), metrics)
+
+
+def _run_parts(parts, state, consts):
+    """One call of a step given as separately compiled parts (`step_fn.parts`, e.g. a DMD round's generator
+    iteration and fake-score iterations): each part is its own program; metrics concatenated by name in call
+    order, as the whole step would return them."""
+    metrics = []
+    for part in parts:
+        state, m = _run_chunk(part, state, consts, 1)
+        metrics.append(m)
+    return state, {name: jnp.concatenate([m[name] for m in metrics if name in m]) for name in metrics[0]}
 
 
 def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_steps: Iterable[int]) -> list[int]:
@@ -56,7 +68,8 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     (and saves nothing) if a metric becomes NaN or inf. Returns the final state. `step_fn` may advance
     `steps_per_call` iterations at once (a DMD round); every boundary must then be a multiple of it. A metric
     with steps_per_call / k entries per call (DMD's generator terms: one per round) is logged at every k-th
-    iteration, from the call's first; `read_series` reads it back.
+    iteration, from the call's first; `read_series` reads it back. A `step_fn` with a `parts` attribute (step
+    functions that together make one call) runs them as separate programs wherever a chunk is a single call.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -82,7 +95,11 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     try:
         with (log_path.open("a") if main else open(os.devnull, "w")) as log:
             for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
-                state, metrics = _run_chunk(step_fn, state, consts, (stop - step) // steps_per_call)
+                calls = (stop - step) // steps_per_call
+                if calls == 1 and getattr(step_fn, "parts", None):
+                    state, metrics = _run_parts(step_fn.parts, state, consts)
+                else:
+                    state, metrics = _run_chunk(step_fn, state, consts, calls)
                 metrics, n = jax.device_get(metrics), stop - step
                 every = {name: _spacing(name, len(values), n) for name, values in metrics.items()}
                 for name, values in metrics.items():

@@ -149,3 +149,34 @@ def test_warmup_schedules_follow_iterations():
     assert lr_at(gen_tx, 100) == pytest.approx(1.0, rel=1e-4)         # iteration 500: warm-up done
     assert lr_at(fake_tx, 0) == 0.0
     assert lr_at(fake_tx, 50) == pytest.approx(50 / 500, rel=1e-4)
+
+
+def test_loop_runs_a_round_as_its_separately_compiled_iterations(tiny, tmp_path):
+    """A chunk of one DMD round calls the generator and fake-score iteration programs, never the five-iteration
+    program (too slow to compile at paper scale); state and log match the one-program round's."""
+    from dmdjax import loop
+    from dmdjax.checkpoint import Checkpointer
+    model, params, cfg = tiny
+    round_fn = distill.make_step(model, cfg, jax.random.PRNGKey(1), sample_shape=(4,))
+    assert len(round_fn.parts) == 5 and len(set(map(id, round_fn.parts))) == 2
+    traced = []
+
+    def whole(state, consts):
+        traced.append(1)
+        return round_fn(state, consts)
+
+    runs = {}
+    for name, chunk, fn in (("parts", 5, whole), ("scan", 10, round_fn)):
+        if name == "parts":
+            whole.parts = round_fn.parts
+        runs[name] = loop.run_loop(fn, distill.init_state(params, cfg), params, num_steps=10,
+                                   ckpt=Checkpointer(tmp_path / name), log_path=tmp_path / f"{name}.jsonl",
+                                   chunk=chunk, ckpt_every=0, progress=False, steps_per_call=5)
+    assert not traced
+    for a, b in zip(jax.tree.leaves(runs["parts"]), jax.tree.leaves(runs["scan"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    logs = {name: loop.read_log(tmp_path / f"{name}.jsonl") for name in runs}
+    assert logs["parts"]["step"].tolist() == list(range(10))
+    assert loop.read_series(tmp_path / "parts.jsonl", "dm_loss")[0].tolist() == [0, 5]
+    np.testing.assert_allclose(logs["parts"]["fake_loss"], logs["scan"]["fake_loss"], rtol=1e-5)
+    assert logs["parts"]["gen_update"].tolist() == [1, 0, 0, 0, 0] * 2
