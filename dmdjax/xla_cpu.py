@@ -71,12 +71,17 @@ def _importable(name: str) -> bool:
         return False
 
 
+def _configured_platforms() -> str:
+    """JAX's `jax_platforms` setting (from JAX_PLATFORMS or jax.config), '' when unset."""
+    if "jax" in sys.modules:
+        return sys.modules["jax"].config.jax_platforms or ""
+    return os.environ.get("JAX_PLATFORMS", "")
+
+
 def cpu_only_host() -> bool:
     """Whether JAX's default backend will be the CPU, decided without starting JAX's backend: JAX_PLATFORMS
     (or JAX's `jax_platforms` config) when set, else no GPU/TPU plugin is installed with its device present."""
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    if "jax" in sys.modules:
-        platforms = sys.modules["jax"].config.jax_platforms or platforms
+    platforms = _configured_platforms()
     if platforms:
         return platforms.split(",")[0].strip().lower() == "cpu"
     return not any(any(_importable(m) for m in modules) and any(os.path.exists(d) for d in devices)
