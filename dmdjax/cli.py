@@ -50,7 +50,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """The module docstring as written, and every flag's default in `--help` (where there is one)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == [] \
+                or "%(default)" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
