@@ -409,10 +409,12 @@ def announce(cfg, args, out=None, warn_hours: float = 1.0) -> None:
     if jax.default_backend() == "cpu":
         hours = cpu_hours_estimate(cfg)
         if hours is not None and hours > warn_hours:
-            print(f"warning: on this CPU-only host ({os.cpu_count()} cores) this run needs roughly {hours:,.0f} h "
-                  f"({hours / 24:,.1f} days) of training, estimated from measured step times; --preset=cpu, "
-                  f"fewer --teacher_steps / --distill_iterations or a GPU/TPU run it in less. Rerunning the same "
-                  f"command resumes.", file=sys.stderr, flush=True)
+            size = f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h ({hours / 24:,.1f} days)"
+            faster = "--preset=cpu, " if args.preset != "cpu" else ""
+            print(f"warning: on this CPU-only host ({os.cpu_count()} cores) this run needs roughly {size} of "
+                  f"training (estimated from measured step times); {faster}fewer --teacher_steps / "
+                  f"--distill_iterations or a GPU/TPU take less. Rerunning the same command resumes.",
+                  file=sys.stderr, flush=True)
 
 
 def device_mesh(args):

@@ -153,7 +153,7 @@ def test_first_line_names_the_preset_and_a_paper_run_on_cpu_warns(capsys, tmp_pa
     cli.announce(configs.mnist("paper"), args)
     out, err = capsys.readouterr()
     assert out.startswith("preset paper: mnist-uncond-paper: ADM 32x32 C64")
-    assert err.startswith("warning: on this CPU-only host") and " h (" in err and "--preset=cpu" in err
+    assert err.startswith("warning: on this CPU-only host") and " days) of training" in err and "--preset=cpu" in err
     assert cli.cpu_hours_estimate(configs.mnist("paper"), cores=2) > 100 * cli.cpu_hours_estimate(
         configs.mnist("cpu"), cores=2)
     assert cli.cpu_hours_estimate(configs.toy("chessboard")) is None
