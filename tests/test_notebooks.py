@@ -156,7 +156,16 @@ def install_cell(name: str) -> str:
                 if c.cell_type == "code" and "pip" in c.source)
 
 
-@pytest.mark.parametrize("name, extras", [("mnist_tpu.ipynb", {"tfds"}), ("quickstart.ipynb", set())])
+def test_install_cells_share_one_recipe():
+    """The notebooks' install cells differ only in the extras and the backend advice (one of them runs below)."""
+    def recipe(name):
+        cell = install_cell(name)
+        return cell[cell.index("KEEP = "):cell.index('print(f"JAX ')]
+    assert recipe("quickstart.ipynb") == recipe("metrics_api.ipynb") == recipe("mnist_tpu.ipynb")
+    assert 'EXTRAS = ""' in install_cell("quickstart.ipynb") and 'EXTRAS = "[tfds]"' in install_cell("mnist_tpu.ipynb")
+
+
+@pytest.mark.parametrize("name, extras", [("mnist_tpu.ipynb", {"tfds"})])
 def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, tmp_path):
     """The install cell, run as in Colab in a fresh virtual environment whose "runtime" packages are this test's
     (jax, numpy, ...) plus a TensorFlow at a version no index has: pip's resolution (a dry run from this checkout,
