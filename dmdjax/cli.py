@@ -64,6 +64,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def make_parser(description: str | None) -> Parser:
+    """An experiment's parser: its docstring as the description, defaults in --help, one-line errors."""
     return Parser(description=description, formatter_class=HelpFormatter)
 
 
