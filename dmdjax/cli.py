@@ -1,9 +1,71 @@
-"""Command-line flags shared by the experiments (argparse; `--flag=value` style)."""
+"""Command-line flags shared by the experiments (argparse; `--flag=value` style) and the one rule for their
+errors: every config error is found before any training and before config.json is written, and reaches the user
+as one line (`error: ...`, exit status 2) without a traceback (`--debug` or DMDJAX_DEBUG=1 shows it).
+
+An experiment's script is, in order:
+
+    parser = cli.make_parser(__doc__); cli.add_common_flags(parser, presets=...)   # + its own flags
+    args = cli.parse(parser, argv)         # flags only: no side effects
+    cli.start(args)                        # process set-up: XLA:CPU tuning on a CPU-only host, --distributed
+    cfg = cli.apply_common_flags(preset_config(cli.resolve_preset(args)), args)   # ... --set KEY=VALUE
+    cli.print_config_and_exit(cfg, args)   # with --print_config
+    mesh = cli.check(cfg, args)            # ConfigError: bad sizes, batch vs devices, unusable workdir
+    cli.announce(cfg, args)                # the first line: preset and what it holds; a CPU-time warning
+    ... load data, pipeline.run(cfg, data, cli.workdir(cfg, args), mesh) ...
+
+and its `__main__` block is `cli.run(main)`, which turns the user errors into the one-line message.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import json
+import os
+import sys
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from dmdjax import configs
+
+__all__ = [
+    "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
+    "default_preset", "resolve_preset", "apply_common_flags", "apply_sets", "describe", "print_config_and_exit",
+    "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh", "snapshot_list",
+    "default_snapshots", "add_mnist_flags", "mnist_dataset", "run", "DEBUG_ENV",
+]
+
+DEBUG_ENV = "DMDJAX_DEBUG"
+RUNS_DIR = "runs"
+
+
+class ConfigError(ValueError):
+    """A problem with the command line or the config it gives, found before any work starts."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and every flag's default in `--help` (where there is one)."""
+
+    def _get_help_string(self, action):
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == [] \
+                or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: `error: <what>` (exit 2), without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def make_parser(description: str | None) -> Parser:
+    """An experiment's parser: its docstring as the description, defaults in --help, one-line errors."""
+    return Parser(description=description, formatter_class=HelpFormatter)
 
 
 def positive_int(text: str) -> int:
@@ -16,14 +78,28 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=configs.PRESETS, default="cpu",
-                        help="cpu: minutes on a 2-core CPU; paper: the paper's App. D settings (GPU/TPU)")
-    parser.add_argument("--workdir", required=True, help="run directory (checkpoints, results.json, figures)")
+# ----------------------------------------------------------------------------------------------------------
+# Flags.
+
+def add_common_flags(parser: argparse.ArgumentParser, presets: Callable[[str], Any] | None = None) -> None:
+    """The flags every training experiment takes. `presets(name) -> Config` (optional) lists what each preset
+    holds in `--help`."""
+    parser.add_argument("--preset", choices=configs.PRESETS, default=None,
+                        help="cpu: minutes on a 2-core CPU; paper: the paper's App. D settings (GPU/TPU). "
+                             "Default: paper when JAX's default backend is a GPU or TPU, cpu on a CPU-only host")
+    parser.add_argument("--workdir", default=None,
+                        help=f"run directory (checkpoints, results.json, figures, TensorBoard events); "
+                             f"default: {RUNS_DIR}/<config name>")
     parser.add_argument("--teacher_steps", type=positive_int, help="override the preset's teacher iterations")
     parser.add_argument("--distill_iterations", type=positive_int, help="override the preset's DMD iterations")
     parser.add_argument("--eval_n", type=positive_int, help="override N, the number of shared noises (>= 2)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field, dotted for nested ones, typed from the config "
+                             "(repeatable), e.g. --set distill.lr_gen=3e-5 --set teacher.batch=64; "
+                             "--print_config lists the fields")
+    parser.add_argument("--print_config", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="PRNG seed of the run (initialisation, training, the shared evaluation noises)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--devices", type=positive_int,
                         help="data-parallel over the first N devices (default: all; the result does not depend on N)")
@@ -37,9 +113,51 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                              "updates (DMD2's choice): a 5x denser curve for ~1/3 more time on 4 of 5 iterations")
     parser.add_argument("--no_xla_tuning", action="store_true",
                         help="keep XLA:CPU's default kernels and glibc's default allocator (see dmdjax/xla_cpu.py)")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (also: environment variable {DEBUG_ENV}=1)")
+    if presets is not None:
+        lines = []
+        for name in configs.PRESETS:
+            try:
+                lines.append(f"  {name}: {describe(presets(name))}")
+            except ValueError:       # a preset this experiment does not have
+                continue
+        parser.epilog = "presets:\n" + "\n".join(lines)
+
+
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`: flags only, no side effects (`start` sets the process up)."""
+    return parser.parse_args(argv)
+
+
+def start(args) -> None:
+    """Process set-up an experiment does right after parsing, before any JAX computation (data loading
+    included): XLA:CPU tuning (`xla_cpu.tune`: only on a CPU-only host, unless --no_xla_tuning), then with
+    --distributed jax.distributed.initialize() (coordinator, process count and id from the launcher / TPU)."""
+    from dmdjax import xla_cpu
+    xla_cpu.tune(enable=not getattr(args, "no_xla_tuning", False))
+    if getattr(args, "distributed", False):
+        import jax
+        jax.distributed.initialize()
+
+
+def default_preset() -> str:
+    """'paper' when JAX's default backend is a GPU or TPU, 'cpu' on a CPU-only host (starts JAX's backend)."""
+    import jax
+    return "cpu" if jax.default_backend() == "cpu" else "paper"
+
+
+def resolve_preset(args) -> str:
+    """--preset, else `default_preset()`; records on `args` whether it was chosen automatically."""
+    if args.preset is None:
+        args.preset, args.preset_auto = default_preset(), True
+    else:
+        args.preset_auto = getattr(args, "preset_auto", False)
+    return args.preset
 
 
 def apply_common_flags(cfg, args):
+    """cfg with the common flags applied, then every `--set KEY=VALUE` (in order; they win)."""
     changes = {"seed": args.seed}
     if args.teacher_steps:
         changes["teacher.steps"] = args.teacher_steps
@@ -51,27 +169,263 @@ def apply_common_flags(cfg, args):
         changes["compute_dtype"] = "bfloat16"
     if args.dm_loss_every_iteration:
         changes["distill.dm_loss_every_iteration"] = True
-    return configs.override(cfg, **changes)
+    try:
+        cfg = configs.override(cfg, **changes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return apply_sets(cfg, getattr(args, "set", None) or ())
 
 
-def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """`parser.parse_args(argv)`, then what must precede any JAX computation in the process (data loading
-    included): XLA:CPU tuning (`xla_cpu.tune`, unless --no_xla_tuning) and, with --distributed,
-    jax.distributed.initialize() (coordinator, process count and id from the launcher / TPU metadata)."""
-    args = parser.parse_args(argv)
-    from dmdjax import xla_cpu
-    xla_cpu.tune(enable=not args.no_xla_tuning)
-    if args.distributed:
-        import jax
-        jax.distributed.initialize()
-    return args
+# ----------------------------------------------------------------------------------------------------------
+# --set KEY=VALUE.
+
+def _keys(obj, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a config (dataclass fields, recursively; dict entries of dict fields)."""
+    out = []
+    items = ([(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj)
+             else list(obj.items()))
+    for name, value in items:
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(value) or isinstance(value, dict):
+            out += _keys(value, prefix + name + ".")
+    return out
+
+
+def _field_type(obj, name: str):
+    if dataclasses.is_dataclass(obj):
+        return typing.get_type_hints(type(obj)).get(name, type(getattr(obj, name)))
+    return type(obj[name])
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _convert(text: str, kind) -> Any:
+    """`text` as a value of type `kind` (bool, int, float, str, X | None, tuple[X, ...], list, dict)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(text, inner[0])
+    if kind is bool:
+        low = text.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError("expected true or false")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            as_float = float(text)            # 5e4
+            if not as_float.is_integer():
+                raise
+            return int(as_float)
+    if kind is float:
+        return float(text)
+    if kind is str:
+        return text
+    if origin is tuple or kind is tuple:
+        item = args[0] if args else int
+        parts = json.loads(text) if text.strip().startswith("[") else [t for t in text.split(",") if t.strip()]
+        return tuple(_convert(str(p), item) for p in parts)
+    if origin in (list, dict) or kind in (list, dict):
+        value = json.loads(text)
+        want = origin or kind
+        if not isinstance(value, want):
+            raise ValueError(f"expected JSON {'[...]' if want is list else '{...}'}")
+        return value
+    raise ValueError(f"cannot set a field of type {kind}")
+
+
+def _describe_type(kind) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in args)
+    if origin is tuple or kind is tuple:
+        return "comma-separated " + (_describe_type(args[0]) if args else "values")
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "none",
+            list: "a JSON list", dict: "a JSON object"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _replace(obj, parts: list[str], value):
+    if not parts:
+        return value
+    head, rest = parts[0], parts[1:]
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value)})
+    return {**obj, head: _replace(obj[head], rest, value)}
+
+
+def apply_sets(cfg, assignments: Sequence[str]):
+    """cfg with each `KEY=VALUE` applied in order. KEY is a dotted field name (`distill.lr_gen`,
+    `net_kwargs.model_channels`); VALUE is converted to the field's type. Raises ConfigError naming the key and
+    what it accepts (unknown key: the nearest known ones)."""
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE, got {text!r} (e.g. --set distill.lr_gen=3e-5)")
+        known = _keys(cfg)
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = (f"did you mean {' or '.join(near)}?" if near else
+                    f"known top-level keys: {', '.join(k for k in known if '.' not in k)}")
+            raise ConfigError(f"--set {text}: unknown config key {key!r}; {hint} (--print_config lists them)")
+        parts = key.split(".")
+        parent = cfg
+        for p in parts[:-1]:
+            parent = getattr(parent, p) if dataclasses.is_dataclass(parent) else parent[p]
+        kind = _field_type(parent, parts[-1])
+        if dataclasses.is_dataclass(getattr(parent, parts[-1], None) if dataclasses.is_dataclass(parent) else None):
+            raise ConfigError(f"--set {text}: {key} is a group of fields; set one of them, e.g. {key}."
+                              f"{dataclasses.fields(getattr(parent, parts[-1]))[0].name}=...")
+        try:
+            value = _convert(raw, kind)
+        except (ValueError, json.JSONDecodeError):
+            raise ConfigError(f"--set {text}: {key} takes {_describe_type(kind)}, got {raw!r}") from None
+        try:
+            cfg = _replace(cfg, parts, value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"--set {text}: {e}") from None
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a config holds, the work directory, the checks.
+
+def describe(cfg) -> str:
+    """One line: the network, the teacher and DMD recipes, N (what a preset holds)."""
+    net = cfg.net_kwargs
+    if cfg.net == "adm":
+        net_text = (f"ADM {net.get('img_resolution')}x{net.get('img_resolution')} C{net.get('model_channels')} "
+                    f"x{list(net.get('channel_mult', []))} {net.get('num_blocks')} blocks"
+                    + (f" {net['label_dim']} classes" if net.get("label_dim") else ""))
+    else:
+        net_text = f"MLP {list(net.get('features', (384,) * 5))}"
+    t, d = cfg.teacher, cfg.distill
+    snaps = ",".join(str(s) for s in (cfg.distill_snapshots or t.snapshots or (t.steps,)))
+    return (f"{net_text}; teacher {t.steps} steps, batch {t.batch}, lr {t.lr:g}; DMD {d.iterations} iterations "
+            f"per snapshot ({snaps}), batch {d.batch}, lr {d.lr_gen:g}/{d.lr_fake:g}, warm-up {d.warmup}, "
+            f"1:{d.gen_every}; N={cfg.eval_n}; {cfg.compute_dtype}")
+
+
+def print_config_and_exit(cfg, args, extra: dict | None = None) -> None:
+    """With --print_config: the resolved config (and `extra`) as JSON on stdout, then exit 0."""
+    if getattr(args, "print_config", False):
+        print(json.dumps({"preset": args.preset, "workdir": str(workdir(cfg, args)), **(extra or {}),
+                          "config": cfg.to_dict()}, indent=1))
+        raise SystemExit(0)
+
+
+def workdir(cfg, args, name: str | None = None) -> Path:
+    """--workdir, else runs/<config name> (or runs/<name>)."""
+    return Path(args.workdir) if args.workdir else Path(RUNS_DIR) / (name or cfg.name)
+
+
+def check_workdir(path: str | os.PathLike) -> None:
+    """Raise ConfigError unless `path` is, or can be made, a writable directory (nothing is left behind: a
+    probe file in the nearest existing directory is created and removed)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--workdir {path} is a file, not a directory; choose another --workdir")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--workdir {path}: {existing} is a file, not a directory; choose another --workdir")
+    try:                        # os.access says yes to root on read-only mounts and /proc: try a file
+        fd, probe = tempfile.mkstemp(prefix=".dmdjax-write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        what = "is not writable" if existing == path else f"cannot be created ({existing} is not writable)"
+        raise ConfigError(f"--workdir {path} {what} ({e.strerror}); choose another --workdir") from None
+
+
+def check(cfg, args, configs_to_check: Sequence = (), work: Path | None = None):
+    """Every config error the run would meet, before any training and before config.json is written: sizes
+    (`Config.validate`), DMD lengths that are not whole 1:gen_every rounds, batch sizes that do not split over the
+    devices, an unusable work directory. Returns the device mesh. Raises ConfigError."""
+    from dmdjax import parallel
+    try:
+        mesh = device_mesh(args)
+    except ValueError as e:
+        raise ConfigError(f"--devices: {e}") from None
+    n_dev = mesh.devices.size
+    for c in (cfg, *configs_to_check):
+        try:
+            c.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        d = c.distill
+        for flag, name, value in [("--distill_iterations", "distill.iterations", d.iterations),
+                                  ("--set distill.chunk", "distill.chunk", d.chunk),
+                                  ("--set distill.ckpt_every", "distill.ckpt_every", d.ckpt_every)]:
+            if value and value % d.gen_every:
+                fix = max(d.gen_every, round(value / d.gen_every) * d.gen_every)
+                raise ConfigError(f"{name} = {value} is not a multiple of {d.gen_every} (one DMD round: "
+                                  f"{d.gen_every - 1} fake-score updates and 1 generator update, "
+                                  f"distill.gen_every); use {flag}={fix}")
+        for name, batch in [("teacher.batch", c.teacher.batch), ("distill.batch", d.batch)]:
+            try:
+                parallel.check_batch(batch, mesh)
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}; or --devices=N with N dividing {batch}") from None
+    check_workdir(work if work is not None else workdir(cfg, args))
+    return mesh
+
+
+# Measured on a 2-core CPU, float32, batch 32, paper MNIST ADM (C_base 64, 32x32): teacher step 6.87 s, DMD
+# generator iteration 17.66 s, fake-score iteration 8.75 s (BUILD_NOTES.md "Performance", 2026-11-28).
+_PAPER_ADM_S = {"teacher": 6.87, "generator": 17.66, "fake": 8.75}
+
+
+def cpu_hours_estimate(cfg, cores: int | None = None) -> float | None:
+    """Rough hours of teacher training and distillation of cfg on a CPU: the paper ADM's measured step times
+    scaled by batch, width^2, resolution^2 and 2 / cores. None for networks other than the ADM."""
+    if cfg.net != "adm":
+        return None
+    net = cfg.net_kwargs
+    cores = cores or os.cpu_count() or 2
+    scale = (net.get("model_channels", 64) / 64) ** 2 * (net.get("img_resolution", 32) / 32) ** 2 * 2 / cores
+    d = cfg.distill
+    dmd_s = (_PAPER_ADM_S["generator"] + (d.gen_every - 1) * _PAPER_ADM_S["fake"]) / d.gen_every
+    teacher_s = cfg.teacher.steps * _PAPER_ADM_S["teacher"] * cfg.teacher.batch / 32 if cfg.teacher.steps else 0
+    distill_s = len(cfg.snapshots()) * d.iterations * dmd_s * d.batch / 32
+    return (teacher_s + distill_s) * scale / 3600
+
+
+def announce(cfg, args, out=None, warn_hours: float = 1.0) -> None:
+    """Print the first line of a run: the preset (and why it was chosen), what it holds, the work directory; on
+    a CPU-only host whose estimated time exceeds `warn_hours`, a warning with the estimate follows."""
+    import jax
+    out = out or sys.stdout
+    why = ""
+    if getattr(args, "preset_auto", False):
+        why = (" (default for this CPU-only host; --preset=paper for the paper's settings)" if args.preset == "cpu"
+               else f" (default: JAX's backend is {jax.default_backend()})")
+    print(f"preset {args.preset}{why}: {cfg.name}: {describe(cfg)}; workdir {workdir(cfg, args)}", file=out,
+          flush=True)
+    if jax.default_backend() == "cpu":
+        hours = cpu_hours_estimate(cfg)
+        if hours is not None and hours > warn_hours:
+            size = f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h ({hours / 24:,.1f} days)"
+            faster = "--preset=cpu, " if args.preset != "cpu" else ""
+            print(f"warning: on this CPU-only host ({os.cpu_count()} cores) this run needs roughly {size} of "
+                  f"training (estimated from measured step times); {faster}fewer --teacher_steps / "
+                  f"--distill_iterations or a GPU/TPU take less. Rerunning the same command resumes.",
+                  file=sys.stderr, flush=True)
 
 
 def device_mesh(args):
-    """The `data` mesh the experiment runs on (`parse` has set up the process)."""
+    """The `data` mesh the experiment runs on (after `start`)."""
     from dmdjax import parallel
     return parallel.data_mesh(args.devices)
 
+
+# ----------------------------------------------------------------------------------------------------------
+# MNIST.
 
 def snapshot_list(text: str) -> tuple[int, ...]:
     try:
@@ -83,17 +437,53 @@ def snapshot_list(text: str) -> tuple[int, ...]:
     return steps
 
 
+def default_snapshots(teacher_steps: int) -> tuple[int, ...]:
+    """T/8, T/4, T/2, T for a teacher of T steps (the paper's 1024, 2048, 4096, 8192 for T = 8192)."""
+    return tuple(sorted({teacher_steps // d for d in (8, 4, 2, 1)} - {0}))
+
+
 def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mnist_dir", default=None,
                         help="directory with the four original MNIST .gz files (offline; else DMDJAX_MNIST_DIR, "
                              "else TFDS downloads them)")
     parser.add_argument("--snapshots", type=snapshot_list,
-                        help="teacher steps to keep and distill, e.g. 1024,2048,4096,8192 (<= --teacher_steps)")
+                        help="teacher steps to keep and distill, e.g. 1024,2048,4096,8192 (<= the teacher's "
+                             "steps T); default: T/8, T/4, T/2, T")
 
 
 def mnist_dataset(cfg, mnist_dir=None):
     """MNIST as a pipeline Dataset at the resolution of cfg's network (labels one-hot when the net is conditional)."""
     from dmdjax.data.mnist import load_mnist
     from dmdjax.pipeline import image_dataset
-    images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
+    try:
+        images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
+    except ModuleNotFoundError as e:
+        if "dmdjax[mnist]" in str(e):
+            raise ConfigError(str(e)) from e
+        raise
     return image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The entry point.
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from dmdjax.checkpoint import CheckpointError
+    from dmdjax.data.mnist import MnistUnavailableError
+    return ConfigError, CheckpointError, MnistUnavailableError
+
+
+def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> None:
+    """An experiment's `__main__`: `main(argv)`; a user error (ConfigError, a checkpoint that belongs to another
+    config, MNIST unavailable) is printed as one line `error: ...` and exits with status 2. With --debug or
+    DMDJAX_DEBUG=1 the traceback is shown instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    try:
+        main(argv)
+    except _user_errors() as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split())
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

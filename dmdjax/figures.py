@@ -1,22 +1,28 @@
 """The paper's figures, redrawn with matplotlib from arrays (no training code here).
 
 Every function takes numpy arrays, returns a `matplotlib.figure.Figure`, and `save(fig, path)` writes a PNG.
+The figures are made without pyplot (`matplotlib.figure.Figure`, drawn by the Agg canvas when saved): importing
+this module neither switches matplotlib's backend nor adds to pyplot's figures, so a notebook keeps its own.
 """
 from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+    """(Figure, axes) as `pyplot.subplots` returns them, without pyplot's global state."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save(fig, path: str | os.PathLike) -> None:
+    """Write `fig` as a PNG at `path` (110 dpi)."""
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def seed_colors(z: np.ndarray) -> np.ndarray:
@@ -24,7 +30,7 @@ def seed_colors(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z).reshape(len(z), -1)
     angle = (np.arctan2(z[:, 1], z[:, 0]) + np.pi) / (2 * np.pi)
     radius = np.hypot(z[:, 0], z[:, 1])
-    colors = plt.get_cmap("hsv")(angle)
+    colors = colormaps["hsv"](angle)
     colors[:, :3] *= (0.35 + 0.65 * np.clip(radius / 2.5, 0, 1))[:, None]
     return colors
 
@@ -32,7 +38,7 @@ def seed_colors(z: np.ndarray) -> np.ndarray:
 def pairing_scatter(panels: dict[str, np.ndarray], z: np.ndarray, title: str = "", lim: float | None = None):
     """Fig. 2 / Fig. 7: panels (e.g. z, Phi_8, Phi_1, G), first two coordinates, coloured by seed."""
     colors = seed_colors(z)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
+    fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (name, pts) in zip(np.atleast_1d(axes), panels.items()):
         pts = np.asarray(pts).reshape(len(pts), -1)
         ax.scatter(pts[:, 0], pts[:, 1], c=colors, s=4, linewidths=0)
@@ -52,7 +58,7 @@ def distance_heatmap(teacher: np.ndarray, student: np.ndarray, assignment: np.nd
     t = np.asarray(teacher, np.float64).reshape(len(teacher), -1)
     s = np.asarray(student, np.float64).reshape(len(student), -1)
     d2 = (t ** 2).sum(1)[:, None] + (s ** 2).sum(1)[None, :] - 2 * t @ s.T
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = subplots(figsize=(5.5, 5))
     im = ax.imshow(np.maximum(d2, 0), cmap="viridis", origin="upper")
     for i, j in enumerate(np.asarray(assignment)):
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=0.8))
@@ -76,7 +82,7 @@ def running_mean(steps, values, smooth: int) -> tuple[np.ndarray, np.ndarray]:
 def dm_loss_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], zoom: int = 900, smooth: int = 50):
     """Fig. 4: DM loss over distillation iterations, one curve per label; right panel zooms on the first
     `zoom` iterations. Curves are smoothed by a running mean over `smooth` iterations."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = subplots(1, 2, figsize=(11, 3.8))
     for label, (steps, loss) in curves.items():
         steps, smoothed = running_mean(steps, loss, smooth)
         axes[0].plot(steps, smoothed, label=label, lw=1)
@@ -107,7 +113,7 @@ def _draw_image_rows(axes, rows: dict[str, np.ndarray], n: int) -> None:
 def image_rows(rows: dict[str, np.ndarray], n: int = 30, title: str = ""):
     """Fig. 1 / 6 / 8 / 11 top: one row of n images per entry (e.g. Phi_1, Phi_8, Phi_32, G), images (N,H,W,C)
     in [-1, 1]."""
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.45, len(rows) * 0.5 + 0.3), squeeze=False)
+    fig, axes = subplots(len(rows), n, figsize=(n * 0.45, len(rows) * 0.5 + 0.3), squeeze=False)
     _draw_image_rows(axes, rows, n)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -119,7 +125,7 @@ def pca_triplets(projected: dict[str, np.ndarray], z: np.ndarray, title: str = "
     """Fig. 1 bottom / Fig. 9: samples projected on the two leading principal components of Phi_8, one panel
     per entry (e.g. Phi_8, Phi_1, G), coloured by seed."""
     colors = seed_colors(z)
-    fig, axes = plt.subplots(1, len(projected), figsize=(3.4 * len(projected), 3.4), sharex=True, sharey=True)
+    fig, axes = subplots(1, len(projected), figsize=(3.4 * len(projected), 3.4), sharex=True, sharey=True)
     for ax, (name, pts) in zip(np.atleast_1d(axes), projected.items()):
         ax.scatter(pts[:, 0], pts[:, 1], c=colors, s=3, linewidths=0)
         ax.set_title(name)
@@ -131,7 +137,7 @@ def pca_triplets(projected: dict[str, np.ndarray], z: np.ndarray, title: str = "
 def displacement_scatter(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str = "",
                          diagonal: bool = True, hline: float | None = None):
     """Fig. 5 (D(z) vs delta(z), hline=0) and Fig. 10 / 11 bottom (||Phi_1 - Phi_8|| vs ||G - Phi_8||, diagonal)."""
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = subplots(figsize=(4.2, 4))
     ax.scatter(x, y, s=4, alpha=0.6, linewidths=0)
     if diagonal:
         lo, hi = 0.0, float(max(np.max(x), np.max(y)))
@@ -147,7 +153,7 @@ def displacement_scatter(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str,
 
 def histogram(values: np.ndarray, xlabel: str, title: str = "", bins: int = 50):
     """Fig. 12: histogram (e.g. of memorization ratios r)."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = subplots(figsize=(4.5, 3.4))
     ax.hist(np.asarray(values), bins=bins)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
@@ -160,8 +166,8 @@ def bar_panels(values: dict[str, dict[str, float]], ylabel: str, title: str = ""
     """One panel per outer key (e.g. dataset) with one bar per inner key (e.g. plain / gan / regression), linear
     axis from 0 (the panels' scales differ: Delta_E is ~1 on the toys, ~0.01 on MNIST), values on the bars.
     values: {panel: {bar: value}}."""
-    fig, axes = plt.subplots(1, len(values), figsize=(0.6 + 2.8 * len(values), 3.4), squeeze=False)
-    colors = plt.get_cmap("tab10").colors
+    fig, axes = subplots(1, len(values), figsize=(0.6 + 2.8 * len(values), 3.4), squeeze=False)
+    colors = colormaps["tab10"].colors
     for ax, (panel, bars) in zip(axes[0], values.items()):
         names = list(bars)
         rects = ax.bar(range(len(names)), [bars[n] for n in names], color=colors[:len(names)])
@@ -182,7 +188,7 @@ def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, yla
     """One marked line per label: series {label: (x, y)}. Draws into `ax` if given, else a new figure."""
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4.6, 3.6))
+        fig, ax = subplots(figsize=(4.6, 3.6))
     for label, (x, y) in series.items():
         ax.plot(np.asarray(x), np.asarray(y), "o-", ms=3, lw=1, label=label)
     ax.set_xlabel(xlabel)
@@ -202,7 +208,7 @@ def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
     Delta_E(G_T, G_t) against the final student: when the student's pairing is settled), right the DM loss per
     iteration (running mean over `smooth`). rows: {label: {'step', 'delta_e', 'delta_e_to_final',
     'dm_step', 'dm_loss'}}."""
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False)
     for (label, r), (ax_e, ax_l) in zip(rows.items(), axes):
         step = np.asarray(r["step"])
         ax_e.plot(step, np.maximum(np.asarray(r["delta_e"]), 1e-6), "o-", ms=3, lw=1, label=r"$\Delta_E(\Phi_K, G_t)$")
@@ -227,7 +233,7 @@ def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
 def quadruple_panels(panels: dict[str, dict[str, np.ndarray]], n: int = 30):
     """Fig. 8: one panel per data set (title), each with rows of n images (e.g. Phi_1, Phi_8, Phi_32, G)."""
     n_rows = sum(len(rows) for rows in panels.values())
-    fig = plt.figure(figsize=(n * 0.45, n_rows * 0.5 + 0.45 * len(panels)))
+    fig = Figure(figsize=(n * 0.45, n_rows * 0.5 + 0.45 * len(panels)))
     sub = fig.subfigures(len(panels), 1, squeeze=False)[:, 0]
     for sf, (title, rows) in zip(sub, panels.items()):
         axes = sf.subplots(len(rows), n, squeeze=False)
@@ -242,7 +248,7 @@ def pca_grid(rows: dict[str, dict[str, np.ndarray]]):
     seed (the colour comes from the Phi_8 projection)."""
     names = list(rows)
     cols = list(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(names), len(cols), figsize=(3.2 * len(cols), 3.1 * len(names)), squeeze=False)
+    fig, axes = subplots(len(names), len(cols), figsize=(3.2 * len(cols), 3.1 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         colors = seed_colors(rows[name][cols[0]])
         for c, col in enumerate(cols):
@@ -255,7 +261,7 @@ def pca_grid(rows: dict[str, dict[str, np.ndarray]]):
 
 def distance_panels(panels: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str):
     """Fig. 10: one scatter per data set of (||Phi_1 - Phi_8||, ||G - Phi_8||) per seed, with the diagonal."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(3.8 * len(panels), 3.6), squeeze=False)
     for ax, (name, (x, y)) in zip(axes[0], panels.items()):
         ax.scatter(x, y, s=4, alpha=0.6, linewidths=0)
         hi = float(max(np.max(x), np.max(y)))

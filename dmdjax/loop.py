@@ -1,5 +1,5 @@
 """The one training loop (teacher and DMD): jitted, scanned chunks of steps, Orbax checkpoints, JSON-lines
-metrics, a progress bar, and resumption from the last checkpoint.
+metrics (also as TensorBoard scalars beside them), a progress bar, and resumption from the last checkpoint.
 
 `step_fn(state, consts) -> (state, metrics)` must derive all randomness from `state.step` (e.g.
 `fold_in(key, state.step)`), so a resumed run repeats exactly the steps an uninterrupted one would take.
@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dmdjax.checkpoint import Checkpointer
+from dmdjax.tensorboard import ScalarWriter
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3), donate_argnums=(1,))
@@ -61,7 +62,7 @@ def _truncate_log(path: Path, start: int) -> None:
 def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt: Checkpointer, log_path: str | os.PathLike,
              chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
              progress: bool = True,
-             steps_per_call: int = 1) -> Any:
+             steps_per_call: int = 1, tensorboard: bool = True) -> Any:
     """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest checkpoint if there is one.
 
     Saves at multiples of `ckpt_every`, at every step in `keep_steps` and at the end. Raises FloatingPointError
@@ -70,6 +71,8 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     with steps_per_call / k entries per call (DMD's generator terms: one per round) is logged at every k-th
     iteration, from the call's first; `read_series` reads it back. A `step_fn` with a `parts` attribute (step
     functions that together make one call) runs them as separate programs wherever a chunk is a single call.
+    With `tensorboard`, every logged row is also written as TensorBoard scalars to log_path's directory
+    (`dmdjax.tensorboard`).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -89,6 +92,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     main = jax.process_index() == 0           # multi-host: one process writes the log
     if main:
         _truncate_log(log_path, start)
+    tb = ScalarWriter(log_path.parent, purge_step=start) if main and tensorboard else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not (progress and main),
                dynamic_ncols=True)
     step = start
@@ -112,6 +116,8 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                 for i in range(n):
                     row = {k: float(v[i // every[k]]) for k, v in metrics.items() if i % every[k] == 0}
                     log.write(json.dumps({"step": step + i, **row}) + "\n")
+                    if tb is not None:
+                        tb.scalars(step + i, row)
                 log.flush()
                 bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
                 bar.update(stop - step)
@@ -121,6 +127,8 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     finally:  # also on Ctrl-C / errors: let an in-flight async save finish, so no work is lost or half-read
         bar.close()
         ckpt.wait()
+        if tb is not None:
+            tb.close()
     return state
 
 

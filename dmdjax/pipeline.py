@@ -8,6 +8,8 @@ Layout of a work directory:
     teacher/ckpt (Orbax: latest + snapshots), teacher/metrics.jsonl
     student_<teacher step>/ckpt, metrics.jsonl (per iteration; the DM loss per generator iteration), samples.npz,
         results.json, *.png
+    teacher/ and student_<step>/ also hold TensorBoard event files: the logged metrics as scalars, the student's
+        figures as images (`tensorboard --logdir runs/`)
 Every stage resumes: rerunning the same command continues from the last checkpoint and skips finished work.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmdjax import distill, figures, loop, metrics, parallel, sampling, teacher
+from dmdjax import distill, figures, loop, metrics, parallel, sampling, teacher, tensorboard
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.nets import MLP, Denoiser
 
@@ -278,6 +280,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
                         dist_phi1=dist_1, dist_g=dist_g, **extra, **s)
     draw_figures(cfg, data, outdir, np.asarray(z[:n]), {k: v[:n] for k, v in s.items()}, result,
                  (dm_step, dm_loss))
+    if jax.process_index() == 0:    # the figures also as TensorBoard images, beside the loop's scalars
+        tensorboard.write_pngs(outdir, outdir.glob("*.png"), step=cfg.distill.iterations)
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
 

@@ -308,7 +308,7 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
               "wall_s_this_invocation": time.perf_counter() - t0}
     write_json(workdir / "results.json", result)
     curves = lambda table, x: {d: ([r[x] for r in rs], [max(r["delta_e"], 1e-6) for r in rs]) for d, rs in table.items()}
-    fig, (ax1, ax2) = figures.plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = figures.subplots(1, 2, figsize=(10, 3.8))
     label = r"$\Delta_E(\Phi_8, G)$"
     figures.line_plot(curves(by_dim, "dim"), "ambient dimension D", label, "Delta_E against D", True, True, ax1)
     figures.line_plot(curves(by_width, "width"), "MLP width (units per hidden layer)", label,

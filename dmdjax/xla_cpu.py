@@ -14,8 +14,10 @@ paper ADM gradient 8.2-9.0 -> 6.1-6.3 s, peak RSS 5.97 -> 5.70 GiB. The process 
 above the default allocator's peak (a loop making 64 MiB outputs: 0.99 vs 0.46 GiB; BUILD_NOTES).
 
 Both must happen before JAX starts its backend (XLA reads XLA_FLAGS once; XLA's threads pick their malloc arena
-when they start). The experiments call `tune()` from `cli.parse`, right after reading their flags
-(`--no_xla_tuning` turns it off); library users may call it first thing.
+when they start), so `tune()` cannot ask JAX for its default backend: it applies only when `cpu_only_host()`
+finds no accelerator JAX could use (JAX_PLATFORMS, else an installed GPU/TPU plugin together with its device
+files). Nothing here runs at import: the experiments call `tune()` explicitly (`cli.start`, right after reading
+their flags; `--no_xla_tuning` turns it off); library users may call it first thing.
 """
 from __future__ import annotations
 
@@ -44,8 +46,46 @@ def _flag_on() -> bool:
 
 
 def _backend_started() -> bool:
-    from jax._src import xla_bridge
-    return xla_bridge.backends_are_initialized()
+    try:
+        from jax._src import xla_bridge     # private: no public API tells whether the backends have started
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):   # a JAX without it: assume started, so tune() changes nothing
+        return True
+
+
+# Accelerator plugins JAX loads, and the device files that show the hardware is present.
+_ACCELERATORS = {
+    "cuda": (("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_plugins.xla_cuda12", "jax_plugins.xla_cuda13"),
+             ("/dev/nvidia0", "/dev/nvidiactl")),
+    "rocm": (("jax_rocm60_plugin", "jax_rocm7_plugin", "jax_plugins.xla_rocm60", "jax_plugins.xla_rocm7"),
+             ("/dev/kfd",)),
+    "tpu": (("libtpu",), ("/dev/accel0", "/dev/vfio/0", "/dev/vfio/vfio")),
+}
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _configured_platforms() -> str:
+    """JAX's `jax_platforms` setting (from JAX_PLATFORMS or jax.config), '' when unset."""
+    if "jax" in sys.modules:
+        return sys.modules["jax"].config.jax_platforms or ""
+    return os.environ.get("JAX_PLATFORMS", "")
+
+
+def cpu_only_host() -> bool:
+    """Whether JAX's default backend will be the CPU, decided without starting JAX's backend: JAX_PLATFORMS
+    (or JAX's `jax_platforms` config) when set, else no GPU/TPU plugin is installed with its device present."""
+    platforms = _configured_platforms()
+    if platforms:
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    return not any(any(_importable(m) for m in modules) and any(os.path.exists(d) for d in devices)
+                   for modules, devices in _ACCELERATORS.values())
 
 
 def reuse_freed_memory() -> bool:
@@ -67,10 +107,11 @@ def reuse_freed_memory() -> bool:
 
 def tune(enable: bool = True) -> Tuning:
     """Add FLAG to XLA_FLAGS (the user's flags win: nothing is changed if they already set the option) and call
-    `reuse_freed_memory()`. A no-op with a warning once the backend has started."""
+    `reuse_freed_memory()`. Only on a CPU-only host (`cpu_only_host()`); elsewhere a no-op. A no-op with a
+    warning once the backend has started."""
     import jaxlib
 
-    if not enable:
+    if not enable or not cpu_only_host():
         return Tuning(_flag_on(), False)
     if _backend_started():
         warnings.warn("dmdjax.xla_cpu.tune() called after JAX started its backends; nothing changed")

@@ -11,35 +11,38 @@ each student is a pipeline run in workdir/<dataset>/<variant>/. Rerunning the sa
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from dmdjax import studies
-from dmdjax.cli import add_common_flags, device_mesh, parse, positive_int
+from dmdjax import cli, studies
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
+    parser = cli.make_parser(__doc__)
+    cli.add_common_flags(parser)
     parser.add_argument("--datasets", type=studies.dataset_list, default=("chessboard", "mnist"),
                         help="comma-separated: chessboard, moons, gmm, mnist (default: chessboard,mnist)")
     parser.add_argument("--variants", default=",".join(studies.VARIANTS),
                         help="comma-separated subset of plain,gan,regression (plain always runs)")
     parser.add_argument("--regression_weight", type=float, default=0.25, help="lambda_reg (DMD1: 0.25, for LPIPS)")
-    parser.add_argument("--width", type=positive_int, help="toys: MLP hidden width (default: the preset's 384)")
+    parser.add_argument("--width", type=cli.positive_int, help="toys: MLP hidden width (default: the preset's 384)")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
+    args = cli.parse(parser, argv)
     variants = tuple(v for v in args.variants.split(",") if v)
     if not set(variants) <= set(studies.VARIANTS):
         parser.error(f"--variants must be a subset of {','.join(studies.VARIANTS)}")
-    result = studies.run_ablation(args.datasets, args.preset, args.workdir, studies.data_for(args.mnist_dir),
-                                  studies.flag_tweak(args),
-                                  variants, args.regression_weight, device_mesh(args), not args.quiet)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
+    cfgs = [tweak(studies.ablation_config(d, preset)) for d in args.datasets]
+    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]})
+    workdir = cli.workdir(cfgs[0], args, f"ablation-{preset}")
+    mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
+    cli.announce(cfgs[0], args)
+    result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), tweak,
+                                  variants, args.regression_weight, mesh, not args.quiet)
     print(json.dumps({d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()},
                      indent=1))
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

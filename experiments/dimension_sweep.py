@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from dmdjax import studies
-from dmdjax.cli import add_common_flags, device_mesh, parse, positive_int
+from dmdjax import cli, studies
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -31,24 +29,31 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
+    parser = cli.make_parser(__doc__)
+    cli.add_common_flags(parser)
     parser.add_argument("--datasets", type=lambda text: studies.dataset_list(text, studies.TOYS),
                         default=("chessboard", "gmm"), help="comma-separated toys (default: chessboard,gmm)")
     parser.add_argument("--dims", type=int_list, help="ambient dimensions D (default: cpu 2,4,16,64,256; paper "
                                                       "2,4,16,64,256,1024)")
     parser.add_argument("--widths", type=int_list, help="MLP widths for the width axis (default: cpu 96,192,384; "
                                                         "paper 96,192,384,768,1536)")
-    parser.add_argument("--width_dim", type=positive_int, default=64, help="D of the width axis (default 64)")
+    parser.add_argument("--width_dim", type=cli.positive_int, default=64, help="D of the width axis (default 64)")
     parser.add_argument("--embed_seed", type=int, default=0, help="seed of the orthonormal embedding")
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
-    dims = args.dims or studies.SWEEP_DIMS[args.preset]
-    widths = args.widths or studies.SWEEP_WIDTHS[args.preset]
-    result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, args.preset, args.workdir,
-                               studies.flag_tweak(args), args.embed_seed, device_mesh(args), not args.quiet)
+    args = cli.parse(parser, argv)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
+    dims = args.dims or studies.SWEEP_DIMS[preset]
+    widths = args.widths or studies.SWEEP_WIDTHS[preset]
+    cfgs = [tweak(studies.sweep_config(d, dim, preset)) for d in args.datasets for dim in dims]
+    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]})
+    workdir = cli.workdir(cfgs[0], args, f"dimension_sweep-{preset}")
+    mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
+    cli.announce(cfgs[0], args)
+    result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, preset, workdir, tweak,
+                               args.embed_seed, mesh, not args.quiet)
     print(json.dumps({d: {r["dim"]: r["delta_e"] for r in rows} for d, rows in result["by_dim"].items()}, indent=1))
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -10,31 +10,34 @@ workdir/dynamics.png summarise. Rerunning the same command resumes.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from dmdjax import studies
-from dmdjax.cli import add_common_flags, device_mesh, parse, positive_int
+from dmdjax import cli, studies
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
+    parser = cli.make_parser(__doc__)
+    cli.add_common_flags(parser)
     parser.add_argument("--datasets", type=studies.dataset_list, default=("chessboard", "mnist"),
                         help="comma-separated: chessboard, moons, gmm, mnist (default: chessboard,mnist)")
-    parser.add_argument("--every", type=positive_int,
+    parser.add_argument("--every", type=cli.positive_int,
                         help="M, iterations between Delta_E measurements (multiple of 5; default: toys 200, MNIST "
                              "20, paper 1000)")
-    parser.add_argument("--width", type=positive_int, help="toys: MLP hidden width (default: the preset's 384)")
+    parser.add_argument("--width", type=cli.positive_int, help="toys: MLP hidden width (default: the preset's 384)")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
-    result = studies.run_dynamics_study(args.datasets, args.preset, args.workdir,
-                                        studies.data_for(args.mnist_dir), studies.flag_tweak(args),
-                                        args.every, device_mesh(args), not args.quiet)
+    args = cli.parse(parser, argv)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
+    cfgs = [tweak(studies.dynamics_config(d, preset)[0]) for d in args.datasets]
+    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]})
+    workdir = cli.workdir(cfgs[0], args, f"dynamics-{preset}")
+    mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
+    cli.announce(cfgs[0], args)
+    result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), tweak,
+                                        args.every, mesh, not args.quiet)
     print(json.dumps({d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}, indent=1))
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -22,17 +22,14 @@ need ImageNet data.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax.numpy as jnp
 
-from dmdjax import configs, convert, pipeline
+from dmdjax import cli, configs, convert, pipeline
 from dmdjax.checkpoint import check_config
-from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, parse, positive_int
 
 
 def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
@@ -44,19 +41,20 @@ def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.make_parser(__doc__)
     parser.add_argument("--teacher_npz", required=True, type=Path,
                         help="the teacher exported by tools/export_edm_pkl.py (.npz state dict)")
     parser.add_argument("--config_json", type=Path,
                         help="network config sidecar (JSON with 'config'); default: the preset's (EDM ImageNet-64)")
-    parser.add_argument("--pca_n", type=positive_int, help="override the number of triplets in the PCA figure")
-    add_common_flags(parser)
+    parser.add_argument("--pca_n", type=cli.positive_int, help="override the number of triplets in the PCA figure")
+    cli.add_common_flags(parser, presets=configs.imagenet64)
     parser.set_defaults(preset="paper")
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
+    args = cli.parse(parser, argv)
     if args.preset != "paper":
         parser.error("--preset: imagenet64 has only the paper preset; for a small run pass a small exported "
                      "network with --teacher_npz and --config_json")
-    cfg = apply_common_flags(configs.imagenet64(args.preset), args)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    cfg = configs.imagenet64(cli.resolve_preset(args))
     if args.config_json:
         try:
             cfg = configs.override(cfg, net_kwargs=convert.read_config(args.config_json))
@@ -64,14 +62,16 @@ def main(argv=None) -> dict:
             parser.error(f"--config_json: {e}")
     if args.pca_n:
         cfg = configs.override(cfg, pca_n=args.pca_n)
-    cfg.validate()
-    workdir = Path(args.workdir)
+    cfg = cli.apply_common_flags(cfg, args)
+    cli.print_config_and_exit(cfg, args)
+    mesh = cli.check(cfg, args)  # every config error, before loading the teacher and writing config.json
+    workdir = cli.workdir(cfg, args)
+    cli.announce(cfg, args)
     check_config(workdir / "config.json", {**cfg.to_dict(), "teacher_npz": args.teacher_npz.name})
     result_path = workdir / "results.json"
     if result_path.exists():
         result = json.loads(result_path.read_text())
     else:
-        mesh = device_mesh(args)
         try:
             model, teacher_params = convert.load_teacher(args.teacher_npz, cfg.net_kwargs,
                                                          dtype=jnp.dtype(cfg.compute_dtype))
@@ -99,4 +99,4 @@ def distill_and_evaluate(cfg: pipeline.Config, model, teacher_params, outdir: Pa
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

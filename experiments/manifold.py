@@ -8,33 +8,35 @@ Rerunning the same command resumes from the last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, parse, positive_int, snapshot_list
+from dmdjax import cli, configs, pipeline
 from dmdjax.data.manifold import load_manifold
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
+    parser = cli.make_parser(__doc__)
+    cli.add_common_flags(parser, presets=configs.manifold)
     parser.add_argument("--data_seed", type=int, default=0, help="seed of the random MLP and of the training set")
-    parser.add_argument("--train_size", type=positive_int, default=60_000, help="training-set size (MNIST's)")
-    parser.add_argument("--snapshots", type=snapshot_list,
+    parser.add_argument("--train_size", type=cli.positive_int, default=60_000, help="training-set size (MNIST's)")
+    parser.add_argument("--snapshots", type=cli.snapshot_list,
                         help="teacher steps to keep and distill (<= --teacher_steps; default: the final teacher)")
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
-    cfg = apply_common_flags(configs.manifold(args.preset), args)
+    args = cli.parse(parser, argv)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    cfg = cli.apply_common_flags(configs.manifold(cli.resolve_preset(args)), args)
     snapshots = args.snapshots or (cfg.teacher.steps,)
     cfg = configs.override(cfg, dataset=f"manifold(seed={args.data_seed}, n={args.train_size})",
                            **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
+    cli.print_config_and_exit(cfg, args)
+    mesh = cli.check(cfg, args)  # every config error, before data, training and config.json
+    workdir = cli.workdir(cfg, args)
+    cli.announce(cfg, args)
     images, labels = load_manifold(args.train_size, args.data_seed, resolution=cfg.net_kwargs["img_resolution"])
     data = pipeline.image_dataset(f"manifold-{args.data_seed}", images, labels, cfg.net_kwargs["label_dim"])
-    summary = pipeline.run(cfg, data, args.workdir, mesh=device_mesh(args), progress=not args.quiet)
-    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
+    summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet)
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"]}, indent=1))
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

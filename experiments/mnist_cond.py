@@ -12,10 +12,12 @@ import sys
 
 from mnist_uncond import main as _mnist_main
 
+from dmdjax import cli
+
 
 def main(argv=None) -> dict:
     return _mnist_main(argv, conditional=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main, sys.argv[1:])

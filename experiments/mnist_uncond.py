@@ -1,37 +1,40 @@
 """Unconditional MNIST (paper Sec. 3.4, 4.2, App. B; Fig. 1, 3-6, 11, 12): one teacher, snapshots chained
 into one-step DMD students, copying measured per snapshot.
 
-    python experiments/mnist_uncond.py --teacher_steps=8192 --preset=paper --workdir=runs/mnist
+    python experiments/mnist_uncond.py --teacher_steps=8192
     python experiments/mnist_uncond.py --preset=cpu --workdir=runs/mnist_cpu --mnist_dir=../shared/data/mnist
 
-MNIST comes through tensorflow-datasets; offline, give the four original files with --mnist_dir (or
-DMDJAX_MNIST_DIR). Rerunning the same command resumes from the last checkpoint.
+The preset defaults to `paper` on a GPU/TPU and to `cpu` on a CPU-only host (the first printed line says which,
+and what it holds); the work directory to runs/<config name>; the teacher snapshots distilled to T/8, T/4, T/2
+and T of the teacher's T steps. `--set KEY=VALUE` changes any config field, `--print_config` shows the result.
+MNIST comes through tensorflow-datasets (`pip install 'dmdjax[mnist]'`); offline, give the four original files
+with --mnist_dir (or DMDJAX_MNIST_DIR). Rerunning the same command resumes from the last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, add_mnist_flags, apply_common_flags, device_mesh, mnist_dataset, parse
+from dmdjax import cli, configs, pipeline
 
 
 def main(argv=None, conditional: bool = False) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser)
-    add_mnist_flags(parser)
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
-    cfg = apply_common_flags(configs.mnist(args.preset, conditional=conditional), args)
-    snapshots = args.snapshots or tuple(sorted({s for s in cfg.teacher.snapshots if s <= cfg.teacher.steps}
-                                               | {cfg.teacher.steps}))
+    parser = cli.make_parser(__doc__)
+    cli.add_common_flags(parser, presets=lambda p: configs.mnist(p, conditional=conditional))
+    cli.add_mnist_flags(parser)
+    args = cli.parse(parser, argv)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    cfg = cli.apply_common_flags(configs.mnist(cli.resolve_preset(args), conditional=conditional), args)
+    snapshots = args.snapshots or cli.default_snapshots(cfg.teacher.steps)
     cfg = configs.override(cfg, **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
-    data = mnist_dataset(cfg, args.mnist_dir)
-    summary = pipeline.run(cfg, data, args.workdir, mesh=device_mesh(args),
-                           progress=not args.quiet)
-    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
+    cli.print_config_and_exit(cfg, args)
+    mesh = cli.check(cfg, args)  # every config error, before data, training and config.json
+    workdir = cli.workdir(cfg, args)
+    cli.announce(cfg, args)
+    data = cli.mnist_dataset(cfg, args.mnist_dir)
+    summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet)
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"]}, indent=1))
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -2,17 +2,15 @@
 
     python experiments/toy.py --dataset=chessboard --preset=cpu --workdir=runs/chessboard
 
-Rerunning the same command resumes from the last checkpoint.
+`--set KEY=VALUE` changes any config field, `--print_config` shows the result. Rerunning the same command resumes
+from the last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import sys
 
-from dmdjax import configs, pipeline
-from dmdjax.cli import add_common_flags, apply_common_flags, device_mesh, parse, positive_int
+from dmdjax import cli, configs, pipeline
 from dmdjax.data import toy
 
 
@@ -24,16 +22,20 @@ def toy_dataset(name: str) -> pipeline.Dataset:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.make_parser(__doc__)
     parser.add_argument("--dataset", choices=toy.DATASETS, default="chessboard")
-    add_common_flags(parser)
-    args = parse(parser, argv)   # first: XLA tuning, --distributed
-    cfg = apply_common_flags(configs.toy(args.dataset, args.preset), args)
-    summary = pipeline.run(cfg, toy_dataset(args.dataset), args.workdir, mesh=device_mesh(args),
-                           progress=not args.quiet)
-    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
+    cli.add_common_flags(parser, presets=lambda p: configs.toy("chessboard", p))
+    args = cli.parse(parser, argv)
+    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    cfg = cli.apply_common_flags(configs.toy(args.dataset, cli.resolve_preset(args)), args)
+    cli.print_config_and_exit(cfg, args)
+    mesh = cli.check(cfg, args)  # every config error, before training and config.json
+    workdir = cli.workdir(cfg, args)
+    cli.announce(cfg, args)
+    summary = pipeline.run(cfg, toy_dataset(args.dataset), workdir, mesh=mesh, progress=not args.quiet)
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"]}, indent=1))
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 COLAB = REPO / "colab"
@@ -147,3 +148,54 @@ def test_metrics_api(notebooks):
     assert numbers["jitted"]["remapper"]["delta_e"] == pytest.approx(remapper["exact"], rel=1e-5)
     assert numbers["ci"]["low"] <= numbers["ci"]["estimate"] <= numbers["ci"]["high"]
     assert numbers["memorized_fraction"] == pytest.approx(0.5, abs=0.1)
+
+
+def install_cell(name: str) -> str:
+    """The notebook's install cell: the first code cell after the parameters that runs pip."""
+    return next(c.source for c in nbformat.read(COLAB / name, as_version=4).cells
+                if c.cell_type == "code" and "pip" in c.source)
+
+
+def test_install_cells_share_one_recipe():
+    """The notebooks' install cells differ only in the extras and the backend advice (one of them runs below)."""
+    def recipe(name):
+        cell = install_cell(name)
+        return cell[cell.index("KEEP = "):cell.index('print(f"JAX ')]
+    assert recipe("quickstart.ipynb") == recipe("metrics_api.ipynb") == recipe("mnist_tpu.ipynb")
+    assert 'EXTRAS = ""' in install_cell("quickstart.ipynb") and 'EXTRAS = "[tfds]"' in install_cell("mnist_tpu.ipynb")
+
+
+@pytest.mark.parametrize("name, extras", [("mnist_tpu.ipynb", {"tfds"})])
+def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, tmp_path):
+    """The install cell, run as in Colab in a fresh virtual environment whose "runtime" packages are this test's
+    (jax, numpy, ...) plus a TensorFlow at a version no index has: pip's resolution (a dry run from this checkout,
+    no index) installs dmdjax alone, asks for no TensorFlow, and pins the runtime's jax, numpy and TensorFlow."""
+    import site
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    venv_site = next(venv.glob("lib/python*/site-packages"))
+    (venv_site / "runtime.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    stub = venv_site / "tensorflow-2.99.0.dist-info"
+    stub.mkdir()
+    (stub / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorflow\nVersion: 2.99.0\n")
+    (stub / "RECORD").write_text("")
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_DRY_RUN="1", PIP_REPORT=str(tmp_path / "report.json"),
+               PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONPATH="")
+    code = f"REPO_URL = {str(REPO)!r}\n" + install_cell(name)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "backend cpu" in proc.stdout, proc.stdout
+    pins = (tmp_path / "runtime-constraints.txt").read_text().split()
+    import jax
+    import numpy
+    assert {"tensorflow==2.99.0", f"jax=={jax.__version__}", f"numpy=={numpy.__version__}"} <= set(pins), pins
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [item["metadata"]["name"] for item in report["install"]] == ["dmdjax"], report["install"]
+    item = report["install"][0]
+    assert set(item.get("requested_extras") or ()) == extras
+    wanted = [Requirement(r) for r in item["metadata"].get("requires_dist", [])]
+    wanted = [r.name.lower() for r in wanted
+              if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in extras | {""})]
+    assert "jax" in wanted and not [n for n in wanted if n.startswith(("tensorflow-cpu", "libtpu"))
+                                    or n == "tensorflow"], wanted

@@ -57,6 +57,22 @@ def test_outputs(reference_run):
     assert samples["g"].shape == samples["phi_8"].shape == (64, 4)
 
 
+def test_tensorboard_events(reference_run):
+    """`tensorboard --logdir` shows the teacher's and the student's curves (the metrics.jsonl values) and the
+    student's figures."""
+    from dmdjax import tensorboard
+    workdir, _ = reference_run
+    for run, n in (("teacher", 60), ("student_60", 30)):
+        events = tensorboard.read_events(workdir / run)
+        log = loop.read_log(workdir / run / "metrics.jsonl")
+        steps, values = events["scalars"]["loss" if run == "teacher" else "fake_loss"]
+        assert steps.tolist() == list(range(n))
+        np.testing.assert_allclose(values, log["loss" if run == "teacher" else "fake_loss"], rtol=1e-6)
+    images = tensorboard.read_events(workdir / "student_60")["images"]
+    assert {"pairing", "heatmap", "dm_loss"} <= set(images)
+    assert images["pairing"][-1] == (30, (workdir / "student_60" / "pairing.png").read_bytes())
+
+
 def test_rerun_is_idempotent(reference_run, monkeypatch):
     workdir, summary = reference_run
     _small(monkeypatch)

@@ -132,7 +132,7 @@ experiment.main(sys.argv[3:])
 @pytest.mark.skipif(not TESTED, reason=f"the flag is set on jaxlib {xla_cpu.TESTED_JAXLIB} only")
 @pytest.mark.parametrize("experiment", ["manifold", "mnist_uncond"])
 def test_experiments_tune_before_loading_data(experiment, shared_dir, tmp_path):
-    """The experiments' data loading runs JAX: XLA:CPU must be tuned before it (cli.parse), not at the mesh."""
+    """The experiments' data loading runs JAX: XLA:CPU must be tuned before it (cli.start), not at the mesh."""
     argv = ["--train_size=64"] if experiment == "manifold" else [f"--mnist_dir={shared_dir / 'data' / 'mnist'}"]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("MALLOC_")}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

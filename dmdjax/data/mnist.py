@@ -110,7 +110,12 @@ def _import_tfds():
     """Imports TF (devices hidden, logs quiet) and TFDS; returns the tfds module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # else TF prints a oneDNN notice at import
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"MNIST needs tensorflow-datasets and TensorFlow ({e.name} is not installed): "
+                                  f"pip install 'dmdjax[mnist]'", name=e.name) from None
 
     for kind in ("GPU", "TPU"):
         try:

@@ -1,0 +1,212 @@
+"""The experiments' command line: --set / --print_config / --help, the backend-dependent defaults (preset,
+workdir, snapshots), the first line and the CPU-time warning, and the one rule for config errors (one line,
+exit 2, nothing written, before any training)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmdjax import cli, configs, xla_cpu
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+import mnist_uncond  # noqa: E402
+import toy  # noqa: E402
+
+
+def printed_config(main, argv, capsys) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--print_config"])
+    assert exit_info.value.code == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def one_line_error(main, argv, capsys) -> str:
+    """cli.run(main, argv) must exit 2 with a single `error: ...` line on stderr and nothing on stdout."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert "preset" not in out    # failed before the first line of a run
+    return lines[0]
+
+
+def test_set_is_typed_and_print_config_shows_it(capsys):
+    shown = printed_config(mnist_uncond.main, ["--preset=cpu", "--set", "distill.lr_gen=3e-5", "--set",
+                                               "teacher.snapshots=1,2", "--set", "teacher.clip_norm=none",
+                                               "--set", "distill.gan=true", "--set", "net_kwargs.model_channels=48",
+                                               "--set", "distill.iterations=5e2"], capsys)
+    cfg = shown["config"]
+    assert cfg["distill"]["lr_gen"] == 3e-5 and cfg["distill"]["lr_fake"] == 1e-4
+    assert cfg["distill"]["gan"] is True and cfg["distill"]["iterations"] == 500
+    assert cfg["teacher"]["clip_norm"] is None and cfg["net_kwargs"]["model_channels"] == 48
+    base = configs.mnist("cpu")
+    sets = cli.apply_sets(base, ["teacher.snapshots=1,2", "distill.lr_gen=3e-5"])
+    assert sets.teacher.snapshots == (1, 2) and isinstance(sets.distill.lr_gen, float)   # tuples stay hashable
+    assert hash(sets.teacher) != hash(base.teacher)
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("distill.lr_gne=3e-5", "unknown config key 'distill.lr_gne'; did you mean distill.lr_gen"),
+    ("nope=1", "unknown config key 'nope'; known top-level keys: name, dataset, net"),
+    ("teacher.batch=abc", "teacher.batch takes an integer, got 'abc'"),
+    ("distill.gan=maybe", "distill.gan takes true/false"),
+    ("teacher=3", "teacher is a group of fields"),
+    ("distill.lr_gen", "--set takes KEY=VALUE"),
+    ("distill.gan_max_timestep=0", "gan_max_timestep must lie in 1..1000"),
+])
+def test_set_errors_are_one_line(assignment, message, capsys, tmp_path):
+    assert message in one_line_error(toy.main, ["--set", assignment, f"--workdir={tmp_path}"], capsys)
+
+
+def test_config_errors_stop_before_training_and_config_json(tmp_path, capsys, monkeypatch):
+    """16.3: each bad input is one line, exit 2, and nothing is written (no config.json, no teacher)."""
+    from dmdjax import pipeline
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the run started")
+    monkeypatch.setattr(pipeline, "run", no_training)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        (["--distill_iterations=7"], "distill.iterations = 7 is not a multiple of 5", "w1"),
+        (["--set", "distill.chunk=12"], "distill.chunk = 12 is not a multiple of 5", "w2"),
+        (["--set", "distill.ckpt_every=999"], "use --set distill.ckpt_every=1000", "w3"),
+        (["--eval_n=1"], "eval_n must be at least 2", "w4"),
+        (["--devices=64"], "--devices: num_devices=64", "w5"),
+        ([], f"--workdir {a_file} is a file", None),
+        ([f"--workdir={a_file / 'below'}"], "is a file, not a directory", None),
+    ]
+    for flags, message, work in cases:
+        argv = ["--quiet", *flags] + ([f"--workdir={tmp_path / work}"] if work else
+                                      [] if any(f.startswith("--workdir") for f in flags) else [f"--workdir={a_file}"])
+        assert message in one_line_error(toy.main, argv, capsys), flags
+        if work:
+            assert not (tmp_path / work).exists()
+    with pytest.raises(cli.ConfigError, match="multiple of 5"):     # --debug: the exception itself
+        cli.run(toy.main, ["--distill_iterations=7", f"--workdir={tmp_path / 'w6'}", "--debug"])
+
+
+def test_batch_must_split_over_the_devices(monkeypatch, tmp_path):
+    class Mesh:        # what check() reads of a 4-device data mesh
+        class devices:
+            size = 4
+    monkeypatch.setattr(cli, "device_mesh", lambda args: Mesh)
+    args = toy.cli.make_parser("")
+    cli.add_common_flags(args)
+    args = args.parse_args([f"--workdir={tmp_path}", "--preset=cpu"])
+    with pytest.raises(cli.ConfigError, match=r"teacher.batch: batch size 30 is not divisible by the 4 devices"):
+        cli.check(configs.override(configs.toy("chessboard"), **{"teacher.batch": 30}), args)
+    assert cli.check(configs.toy("chessboard"), args) is Mesh
+
+
+def test_entry_point_error_is_one_line_without_traceback(tmp_path):
+    """The real command: exit 2, one line on stderr, no config.json; --debug prints the traceback."""
+    run = lambda *extra: subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "toy.py"), "--distill_iterations=7", f"--workdir={tmp_path}",
+         *extra], capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = run()
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: distill.iterations = 7 is not a multiple of 5 (one DMD round: 4 fake-score updates and 1 generator "
+        "update, distill.gen_every); use --distill_iterations=5"]
+    assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("backend, preset", [("cpu", "cpu"), ("gpu", "paper"), ("tpu", "paper")])
+def test_default_preset_workdir_and_snapshots_follow_the_backend(backend, preset, monkeypatch, capsys):
+    import jax
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    shown = printed_config(mnist_uncond.main, ["--teacher_steps=8192"], capsys)
+    assert shown["preset"] == preset and shown["workdir"] == f"runs/mnist-uncond-{preset}"
+    assert shown["config"]["teacher"]["steps"] == 8192
+    assert shown["config"]["distill_snapshots"] == shown["config"]["teacher"]["snapshots"] == [1024, 2048, 4096, 8192]
+    explicit = printed_config(mnist_uncond.main, ["--preset=cpu", "--snapshots=64,8", "--workdir=w"], capsys)
+    assert explicit["preset"] == "cpu" and explicit["workdir"] == "w"
+    assert explicit["config"]["distill_snapshots"] == [8, 64]
+
+
+def test_default_snapshots():
+    assert cli.default_snapshots(8192) == (1024, 2048, 4096, 8192)
+    assert cli.default_snapshots(1024) == (128, 256, 512, 1024)
+    assert cli.default_snapshots(4) == (1, 2, 4) and cli.default_snapshots(1) == (1,)
+
+
+def test_first_line_names_the_preset_and_a_paper_run_on_cpu_warns(capsys, tmp_path):
+    parser = cli.make_parser("")
+    cli.add_common_flags(parser)
+    args = parser.parse_args([f"--workdir={tmp_path}"])
+    cli.resolve_preset(args)          # this host is CPU-only
+    cli.announce(configs.mnist(args.preset), args)
+    out, err = capsys.readouterr()
+    assert out.startswith("preset cpu (default for this CPU-only host; --preset=paper for the paper's settings): "
+                          "mnist-uncond-cpu: ADM 16x16 C32") and "teacher 1024 steps" in out
+    assert err == ""                  # the cpu preset: no warning
+    args = parser.parse_args([f"--workdir={tmp_path}", "--preset=paper"])
+    cli.resolve_preset(args)
+    cli.announce(configs.mnist("paper"), args)
+    out, err = capsys.readouterr()
+    assert out.startswith("preset paper: mnist-uncond-paper: ADM 32x32 C64")
+    assert err.startswith("warning: on this CPU-only host") and " days) of training" in err and "--preset=cpu" in err
+    assert cli.cpu_hours_estimate(configs.mnist("paper"), cores=2) > 100 * cli.cpu_hours_estimate(
+        configs.mnist("cpu"), cores=2)
+    assert cli.cpu_hours_estimate(configs.toy("chessboard")) is None
+
+
+def test_help_shows_defaults_and_presets():
+    parser = cli.make_parser(mnist_uncond.__doc__)
+    cli.add_common_flags(parser, presets=configs.mnist)
+    text = parser.format_help()
+    flat = " ".join(text.split())
+    assert "shared evaluation noises) (default: 0)" in flat and "only where the generator" in flat
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+    assert "presets:\n  cpu: ADM 16x16 C32" in text and "paper: ADM 32x32 C64" in text and "50000 iterations" in text
+
+
+def test_the_promised_command_starts_with_the_cpu_preset(tmp_path, shared_dir):
+    """`python experiments/mnist_uncond.py --teacher_steps=8192` on this CPU-only host: the first line says cpu."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "experiments" / "mnist_uncond.py"), "--teacher_steps=8192",
+         f"--mnist_dir={shared_dir / 'data' / 'mnist'}", "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        first = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert first.startswith("preset cpu (default for this CPU-only host"), (first, proc.stderr.read()[-2000:])
+    assert "teacher 8192 steps" in first and "1024,2048,4096,8192" in first
+    assert "workdir runs/mnist-uncond-cpu" in first
+
+
+def test_xla_tuning_only_on_a_cpu_only_host(monkeypatch):
+    monkeypatch.setattr(xla_cpu, "_configured_platforms", lambda: "cpu")
+    assert xla_cpu.cpu_only_host()
+    monkeypatch.setattr(xla_cpu, "_configured_platforms", lambda: "tpu,cpu")
+    assert not xla_cpu.cpu_only_host()
+    monkeypatch.setattr(xla_cpu, "_configured_platforms", lambda: "")
+    monkeypatch.setattr(xla_cpu, "_importable", lambda name: name == "libtpu")
+    monkeypatch.setattr(xla_cpu.os.path, "exists", lambda path: path == "/dev/vfio/0")
+    assert not xla_cpu.cpu_only_host()                      # TPU plugin and device
+    monkeypatch.setattr(xla_cpu.os.path, "exists", lambda path: False)
+    assert xla_cpu.cpu_only_host()                          # the plugin alone: JAX falls back to the CPU
+    monkeypatch.setattr(xla_cpu, "cpu_only_host", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/x")
+    assert xla_cpu.tune() == (False, False) and os.environ["XLA_FLAGS"] == "--xla_dump_to=/x"
+
+
+def test_parse_has_no_side_effects(monkeypatch):
+    calls = []
+    monkeypatch.setattr(xla_cpu, "tune", lambda enable=True: calls.append(enable))
+    parser = cli.make_parser("")
+    cli.add_common_flags(parser)
+    args = cli.parse(parser, ["--no_xla_tuning"])
+    assert calls == []
+    cli.start(args)
+    assert calls == [False]
