@@ -64,16 +64,25 @@ def expand(sigma, x):
     return jnp.reshape(sigma, (-1,) + (1,) * (x.ndim - 1))
 
 
+def denoise(denoise_fn, x, sigma, labels=None):
+    """D(x; sigma[, labels]): calls `denoise_fn(x, sigma)` when labels is None, else `denoise_fn(x, sigma, labels)`.
+
+    So an unconditional user's denoiser needs no labels argument. x: (B, ...), sigma: (B,). Returns D, like x.
+    """
+    return denoise_fn(x, sigma) if labels is None else denoise_fn(x, sigma, labels)
+
+
 def edm_loss(denoise_fn, x, key, labels=None):
     """EDM denoising loss (REFERENCE 2.2), mean over batch and elements.
 
-    denoise_fn(x_noisy, sigma, labels) -> D; x: (B, ...) clean data. Returns a scalar.
+    denoise_fn(x_noisy, sigma) -> D, or denoise_fn(x_noisy, sigma, labels) when labels are given; x: (B, ...)
+    clean data. Returns a scalar.
     """
     k_sigma, k_noise = jax.random.split(key)
     sigma = sample_train_sigma(k_sigma, x.shape[0])
     s = expand(sigma, x)
     noisy = x + s * jax.random.normal(k_noise, x.shape, x.dtype)
-    d = denoise_fn(noisy, sigma, labels)
+    d = denoise(denoise_fn, noisy, sigma, labels)
     return jnp.mean(loss_weight(s) * (d - x) ** 2)
 
 
