@@ -5,6 +5,8 @@ jax or numpy arrays. Constants follow EDM / DMD2 (REFERENCE.md sections 1.3, 2.1
 """
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,11 +67,20 @@ def expand(sigma, x):
 
 
 def denoise(denoise_fn, x, sigma, labels=None):
-    """D(x; sigma[, labels]): calls `denoise_fn(x, sigma)` when labels is None, else `denoise_fn(x, sigma, labels)`.
+    """D(x; sigma[, labels]): `denoise_fn(x, sigma, labels)` when there are labels; without, `denoise_fn(x, sigma)`
+    if the function can be called so, else `denoise_fn(x, sigma, None)`.
 
     So an unconditional user's denoiser needs no labels argument. x: (B, ...), sigma: (B,). Returns D, like x.
     """
-    return denoise_fn(x, sigma) if labels is None else denoise_fn(x, sigma, labels)
+    if labels is not None:
+        return denoise_fn(x, sigma, labels)
+    try:
+        inspect.signature(denoise_fn).bind(x, sigma)
+    except TypeError:            # a required third (labels) argument
+        return denoise_fn(x, sigma, None)
+    except ValueError:           # no introspectable signature (some builtins): call it as documented
+        pass
+    return denoise_fn(x, sigma)
 
 
 def edm_loss(denoise_fn, x, key, labels=None):

@@ -94,7 +94,8 @@ def test_trailing_shape_and_jit(z):
 
 
 def test_user_denoisers_need_no_labels_argument():
-    """phi_k, edm_loss, dm_gradient and fake_score_loss call fn(x, sigma) without labels, fn(x, sigma, y) with."""
+    """phi_k, edm_loss, dm_gradient and fake_score_loss call fn(x, sigma) without labels, fn(x, sigma, y) with;
+    fn(x, sigma, labels) with a required labels argument still works without labels (gets None)."""
     from dmdjax import distill
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
     sigma, eps = jnp.full((4,), 0.5), jax.random.normal(jax.random.PRNGKey(1), (4, 3))
@@ -118,3 +119,7 @@ def test_user_denoisers_need_no_labels_argument():
         seen.clear()
         np.testing.assert_allclose(call(three, y), call(shifted, y), rtol=1e-5)
         assert seen and all(s is y for s in seen)
+    required = lambda x, sigma, labels: gaussian_denoiser(x, sigma) + (labels is None)
+    for call in calls:
+        np.testing.assert_allclose(call(required, None), call(lambda x, s: gaussian_denoiser(x, s) + 1.0, None),
+                                   rtol=1e-6)
