@@ -65,26 +65,48 @@ def test_rerun_is_idempotent(reference_run, monkeypatch):
 
 
 def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
-    """Kill the run in the middle of teacher training and again in the middle of distillation."""
-    _, summary = reference_run
+    """Kill the run in the middle of teacher training and again in the middle of distillation. Each rerun must
+    run only the steps after the last checkpoint (a restart from 0 fails) and end where an uninterrupted run ends;
+    the wall times in results.json add up every invocation's."""
+    ref_dir, summary = reference_run
     _small(monkeypatch)
     real_chunk = loop._run_chunk
-    for phase, die_at in (("teacher", 4), ("distill", 2)):   # the n-th chunk of that phase raises
-        calls = {"n": 0}
+    clock = tmp_path / "wall_s.json"
+    ran, walls = [], []             # per invocation: (phase, first step, calls) of every chunk; wall_s.json after
+    for phase, die_at in (("teacher", 4), ("distill", 2), (None, 0)):   # the n-th chunk of that phase raises
+        calls, chunks = {"n": 0}, []
 
-        def dying(step_fn, state, *args, **kwargs):
-            if hasattr(state, "gen") == (phase == "distill"):
+        def counting(step_fn, state, *args, **kwargs):
+            kind = "distill" if hasattr(state, "gen") else "teacher"
+            if kind == phase:
                 calls["n"] += 1
                 if calls["n"] == die_at:
                     raise KeyboardInterrupt
+            chunks.append((kind, int(state.step), args[1]))
             return real_chunk(step_fn, state, *args, **kwargs)
 
-        monkeypatch.setattr(loop, "_run_chunk", dying)
-        with pytest.raises(KeyboardInterrupt):
-            toy.main(TINY + [f"--workdir={tmp_path}"])
+        monkeypatch.setattr(loop, "_run_chunk", counting)
+        if phase:
+            with pytest.raises(KeyboardInterrupt):
+                toy.main(TINY + [f"--workdir={tmp_path}"])
+        else:
+            resumed = toy.main(TINY + [f"--workdir={tmp_path}"])
         monkeypatch.setattr(loop, "_run_chunk", real_chunk)
-    resumed = toy.main(TINY + [f"--workdir={tmp_path}"])
+        ran.append(chunks)
+        walls.append(json.loads(clock.read_text()))
+    # teacher: chunks of 10, checkpoints every 20 -> died in 30..40, resumes at 20; distillation: chunks of 10
+    # iterations (2 rounds of 5), checkpoints every 10 -> died in 10..20, resumes at 10
+    assert [c for c in ran[1] if c[0] == "teacher"][0][1] == 20
+    assert sum(c[2] for c in ran[1] if c[0] == "teacher") == 40
+    assert not [c for c in ran[2] if c[0] == "teacher"]
+    assert ran[2][0][:2] == ("distill", 10) and sum(5 * c[2] for c in ran[2]) == 20
     assert resumed["table"] == summary["table"]
+    with np.load(tmp_path / "student_60" / "samples.npz") as a, np.load(ref_dir / "student_60" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["g"], b["g"])
+    assert 0 < walls[0]["teacher"] < walls[1]["teacher"] <= walls[2]["teacher"] == resumed["teacher_wall_s"]
+    snap = resumed["snapshots"]["60"]
+    assert 0 < walls[1]["distill_60"] < walls[2]["distill_60"] == snap["distill_wall_s"]
+    assert resumed["total_wall_s"] == pytest.approx(sum(walls[2].values()))
 
 
 def test_changed_config_refuses_to_mix(reference_run, monkeypatch):
