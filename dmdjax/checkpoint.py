@@ -78,7 +78,7 @@ class Checkpointer:
                     f"different config: use the matching config, or a fresh --workdir.") from e
             raise CorruptCheckpointError(
                 f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
-                f"and rerun: the run resumes from the previous checkpoint.", step, path, reason) from e
+                f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason) from e
 
     def _readable_but_different(self, step: int, abstract: Any, error: Exception) -> bool:
         """True if the checkpoint's metadata reads and names other leaves (shapes/dtypes) than `abstract`, or

@@ -60,7 +60,8 @@ def _truncate_log(path: Path, start: int) -> None:
 def _restore_latest_good(ckpt: Checkpointer, state: Any, desc: str) -> tuple[Any, int]:
     """Restore the newest readable checkpoint: (state, its step), or (state, 0) when there is none. A corrupt
     newer one is moved aside (`Checkpointer.set_aside`) with a warning naming its step and the step resumed from;
-    if no checkpoint can be read the newest one's CorruptCheckpointError is raised, nothing moved."""
+    if no checkpoint can be read, a CorruptCheckpointError naming every directory to delete is raised, nothing
+    moved."""
     corrupt = []
     for step in sorted(ckpt.all_steps(), reverse=True):
         try:
@@ -74,6 +75,13 @@ def _restore_latest_good(ckpt: Checkpointer, state: Any, desc: str) -> tuple[Any
                           f"resuming from step {step} instead. The corrupt copy was moved to {moved}; delete it "
                           f"when you no longer need it.", RuntimeWarning, stacklevel=3)
         return restored, step
+    if len(corrupt) > 1:
+        paths = ", ".join(str(e.path) for e in corrupt)
+        raise CorruptCheckpointError(
+            f"{desc}: none of the checkpoints in {ckpt.directory} can be read: steps "
+            f"{', '.join(str(e.step) for e in corrupt)} are corrupt (step {corrupt[0].step}: {corrupt[0].reason}). "
+            f"Delete those directories ({paths}) and rerun: the run starts again from step 0.",
+            corrupt[0].step, corrupt[0].path, corrupt[0].reason)
     if corrupt:
         raise corrupt[0]
     return state, 0

@@ -54,6 +54,7 @@ def test_resume_continues_log_and_state(tmp_path, monkeypatch):
         loop.run_loop(_step_nan_at(17), state, 1.0, num_steps=20, ckpt=ckpt, log_path=tmp_path / "log.jsonl",
                       chunk=5, ckpt_every=5, progress=False)
     chunks = _count_steps(monkeypatch)
+    state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))     # the first run donated its buffers
     final = loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=20, ckpt=Checkpointer(tmp_path / "ckpt"),
                           log_path=tmp_path / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
     assert chunks == [(15, 5)]                      # resumed: only steps 15..19 ran, not a restart from 0
@@ -109,6 +110,15 @@ def test_unreadable_only_checkpoint_names_the_one_directory(tmp_path):
         loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=10, ckpt=Checkpointer(tmp_path / "ckpt"),
                       log_path=tmp_path / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
     assert (tmp_path / "ckpt" / "5").is_dir()
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(10, {"w": jnp.ones((4, 2))})
+    ckpt.wait()
+    _corrupt(tmp_path / "ckpt" / "10", "garbled _METADATA")
+    with pytest.raises(CorruptCheckpointError, match=r"steps 10, 5 are corrupt .*Delete those directories "
+                                                     r"\(.*ckpt/10, .*ckpt/5\) and rerun: the run starts again"):
+        loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=10, ckpt=Checkpointer(tmp_path / "ckpt"),
+                      log_path=tmp_path / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
+    assert (tmp_path / "ckpt" / "5").is_dir() and (tmp_path / "ckpt" / "10").is_dir()
 
 
 def test_leftover_temporary_checkpoint_directories_are_removed(tmp_path):
