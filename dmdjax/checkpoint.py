@@ -1,13 +1,17 @@
 """Orbax checkpoints for resumable runs and kept snapshots.
 
-One `Checkpointer` per run directory: it keeps the latest checkpoint (for resuming) and every step listed in
-`keep_steps` (the teacher snapshots, e.g. 1024, 2048, 4096, 8192). Orbax writes to a temporary directory and
-renames it when complete, so an interrupted save never leaves a half-written checkpoint behind.
+One `Checkpointer` per run directory: it keeps the latest two checkpoints (for resuming; the older one is the
+fallback when the newer cannot be read) and every step listed in `keep_steps` (the teacher snapshots, e.g. 1024,
+2048, 4096, 8192). Orbax writes to a temporary directory and renames it when complete, so an interrupted save
+never leaves a half-written checkpoint behind; the temporary directories a killed save leaves are removed when
+the next `Checkpointer` opens the directory. A checkpoint whose files cannot be read raises `CorruptCheckpointError`
+(naming the one directory to delete), one written for another model `CheckpointError` ("does not match").
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,16 +20,37 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 
+__all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config"]
+
+TMP_SUFFIX = getattr(ocp.utils, "TMP_DIR_SUFFIX", ".orbax-checkpoint-tmp")   # Orbax's unfinished saves
+KEEP_LATEST = 2   # latest checkpoints kept besides the snapshots: the newest and one fallback
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not match the model/config it is restored into."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files cannot be read (truncated, garbled): not a config mismatch. `step` and `path` name it,
+    `reason` is Orbax's error in one line."""
+
+    def __init__(self, message: str, step: int, path: Path, reason: str = ""):
+        super().__init__(message)
+        self.step, self.path, self.reason = step, path, reason
 
 
 class Checkpointer:
     def __init__(self, directory: str | os.PathLike, keep_steps: Iterable[int] = ()):
         self.directory = Path(directory).absolute()
-        policy = pp.AnyPreservationPolicy([pp.LatestN(1), pp.CustomSteps(sorted(set(int(s) for s in keep_steps)))])
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
+        self._keep_steps = sorted(set(int(s) for s in keep_steps))
+        if jax.process_index() == 0:
+            remove_temporary(self.directory)
+        self._manager = self._open()
+
+    def _open(self):
+        policy = pp.AnyPreservationPolicy([pp.LatestN(KEEP_LATEST), pp.CustomSteps(self._keep_steps)])
+        return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=True))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -45,16 +70,66 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises several types for structure/shape mismatches and corrupt files
-            raise CheckpointError(
-                f"checkpoint {self.directory}/{step} does not match the model being restored ({type(e).__name__}: "
-                f"{str(e)[:300]}). It was written by a different config or is corrupt: use the matching config, "
-                f"or a fresh --workdir.") from e
+            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            path = self.directory / str(step)
+            if self._readable_but_different(step, abstract, e):
+                raise CheckpointError(
+                    f"checkpoint {path} does not match the model being restored ({reason}). It was written by a "
+                    f"different config: use the matching config, or a fresh --workdir.") from e
+            raise CorruptCheckpointError(
+                f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
+                f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason) from e
+
+    def _readable_but_different(self, step: int, abstract: Any, error: Exception) -> bool:
+        """True if the checkpoint's metadata reads and names other leaves (shapes/dtypes) than `abstract`, or
+        Orbax says the structures differ: a different model, not a damaged file."""
+        message = str(error)
+        if any(m in message for m in ("Structure mismatch", "structures do not match", "not compatible with the "
+                                                                                      "stored shape")):
+            return True
+        try:
+            tree = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "default").tree
+            stored = _leaves(tree)
+        except Exception:        # unreadable metadata: corrupt
+            return False
+        return stored != _leaves(abstract)
+
+    def set_aside(self, step: int) -> Path:
+        """Move the (corrupt) checkpoint of `step` out of the run, to `<directory>.corrupt-<step>`, so the run can
+        save that step again; returns where it went. Nothing is deleted."""
+        self._manager.wait_until_finished()
+        source = self.directory / str(step)
+        dest = self.directory.with_name(f"{self.directory.name}.corrupt-{step}")
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.directory.with_name(f"{self.directory.name}.corrupt-{step}-{n}")
+        shutil.move(str(source), str(dest))
+        self._manager.close()
+        self._manager = self._open()
+        return dest
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _leaves(tree) -> list[tuple]:
+    """(path names, shape, dtype) of every array leaf, sorted: comparable between a state and Orbax metadata."""
+    name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+    return sorted((tuple(name(k) for k in path), tuple(leaf.shape), str(leaf.dtype))
+                  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0])
+
+
+def remove_temporary(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary directories (`<step>.orbax-checkpoint-tmp...`) an interrupted save left in
+    `directory`; they never hold a finished checkpoint. Returns the removed paths."""
+    removed = sorted(p for p in Path(directory).glob(f"*{TMP_SUFFIX}*") if p.is_dir())
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
 
 
 def check_config(path: str | os.PathLike, config: dict) -> None:

@@ -352,7 +352,6 @@ def check(cfg, args, configs_to_check: Sequence = (), work: Path | None = None):
         mesh = device_mesh(args)
     except ValueError as e:
         raise ConfigError(f"--devices: {e}") from None
-    n_dev = mesh.devices.size
     for c in (cfg, *configs_to_check):
         try:
             c.validate()

@@ -5,6 +5,8 @@ jax or numpy arrays. Constants follow EDM / DMD2 (REFERENCE.md sections 1.3, 2.1
 """
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,16 +66,34 @@ def expand(sigma, x):
     return jnp.reshape(sigma, (-1,) + (1,) * (x.ndim - 1))
 
 
+def denoise(denoise_fn, x, sigma, labels=None):
+    """D(x; sigma[, labels]): `denoise_fn(x, sigma, labels)` when there are labels; without, `denoise_fn(x, sigma)`
+    if the function can be called so, else `denoise_fn(x, sigma, None)`.
+
+    So an unconditional user's denoiser needs no labels argument. x: (B, ...), sigma: (B,). Returns D, like x.
+    """
+    if labels is not None:
+        return denoise_fn(x, sigma, labels)
+    try:
+        inspect.signature(denoise_fn).bind(x, sigma)
+    except TypeError:            # a required third (labels) argument
+        return denoise_fn(x, sigma, None)
+    except ValueError:           # no introspectable signature (some builtins): call it as documented
+        pass
+    return denoise_fn(x, sigma)
+
+
 def edm_loss(denoise_fn, x, key, labels=None):
     """EDM denoising loss (REFERENCE 2.2), mean over batch and elements.
 
-    denoise_fn(x_noisy, sigma, labels) -> D; x: (B, ...) clean data. Returns a scalar.
+    denoise_fn(x_noisy, sigma) -> D, or denoise_fn(x_noisy, sigma, labels) when labels are given; x: (B, ...)
+    clean data. Returns a scalar.
     """
     k_sigma, k_noise = jax.random.split(key)
     sigma = sample_train_sigma(k_sigma, x.shape[0])
     s = expand(sigma, x)
     noisy = x + s * jax.random.normal(k_noise, x.shape, x.dtype)
-    d = denoise_fn(noisy, sigma, labels)
+    d = denoise(denoise_fn, noisy, sigma, labels)
     return jnp.mean(loss_weight(s) * (d - x) ** 2)
 
 

@@ -167,11 +167,13 @@ def dm_gradient(real_fn, fake_fn, x, sigma, eps, labels=None):
     """DMD2's normalised distribution-matching gradient (REFERENCE 1.4), per sample, with no gradient flow.
 
     grad = (D_fake(x_t) - D_real(x_t)) / mean|x - D_real(x_t)|, x_t = x + sigma eps, NaNs zeroed. This is
-    w(t)(s_psi - s) of Eq. 3 with w = sigma^2 / mean|x - D_real|. x: (B, ...), sigma: (B,).
+    w(t)(s_psi - s) of Eq. 3 with w = sigma^2 / mean|x - D_real|. x: (B, ...), sigma: (B,). real_fn, fake_fn:
+    fn(x, sigma) -> D, or fn(x, sigma, labels) when labels are given.
     """
     x = jax.lax.stop_gradient(x)
     x_t = x + diffusion.expand(sigma, x) * eps
-    d_real, d_fake = real_fn(x_t, sigma, labels), fake_fn(x_t, sigma, labels)
+    d_real = diffusion.denoise(real_fn, x_t, sigma, labels)
+    d_fake = diffusion.denoise(fake_fn, x_t, sigma, labels)
     axes = tuple(range(1, x.ndim))
     norm = jnp.mean(jnp.abs(x - d_real), axis=axes, keepdims=True)
     return jax.lax.stop_gradient(jnp.nan_to_num((d_fake - d_real) / norm))
@@ -183,10 +185,11 @@ def dm_loss(x, grad):
 
 
 def fake_score_loss(fake_fn, x, sigma, eps, labels=None):
-    """Denoising loss of the fake score on detached samples, EDM weighting 1/sigma^2 + 1/sigma_data^2 (REF 1.5)."""
+    """Denoising loss of the fake score on detached samples, EDM weighting 1/sigma^2 + 1/sigma_data^2 (REF 1.5).
+    fake_fn(x, sigma) -> D, or fake_fn(x, sigma, labels) when labels are given."""
     x = jax.lax.stop_gradient(x)
     s = diffusion.expand(sigma, x)
-    return jnp.mean(diffusion.loss_weight(s) * (fake_fn(x + s * eps, sigma, labels) - x) ** 2)
+    return jnp.mean(diffusion.loss_weight(s) * (diffusion.denoise(fake_fn, x + s * eps, sigma, labels) - x) ** 2)
 
 
 def regression_loss(g, y):

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dmdjax.checkpoint import Checkpointer
+from dmdjax.checkpoint import Checkpointer, CorruptCheckpointError
 from dmdjax.tensorboard import ScalarWriter
 
 
@@ -52,18 +53,59 @@ def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_st
 
 
 def _truncate_log(path: Path, start: int) -> None:
-    """Drop log lines of steps >= start (written after the checkpoint we resume from)."""
+    """Drop log lines of steps >= start (written after the checkpoint we resume from). Atomic: the kept lines go
+    to a temporary file that then replaces the log, so a kill here leaves the old log or the new one. A torn last
+    line (a kill while appending) is dropped too."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < start]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if line and json.loads(line)["step"] < start:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
+
+
+def _restore_latest_good(ckpt: Checkpointer, state: Any, desc: str) -> tuple[Any, int]:
+    """Restore the newest readable checkpoint: (state, its step), or (state, 0) when there is none. A corrupt
+    newer one is moved aside (`Checkpointer.set_aside`) with a warning naming its step and the step resumed from;
+    if no checkpoint can be read, a CorruptCheckpointError naming every directory to delete is raised, nothing
+    moved."""
+    corrupt = []
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            restored = ckpt.restore(state, step)
+        except CorruptCheckpointError as e:
+            corrupt.append(e)
+            continue
+        for e in corrupt:
+            moved = ckpt.set_aside(e.step)
+            warnings.warn(f"{desc}: checkpoint step {e.step} is corrupt ({e.reason}); "
+                          f"resuming from step {step} instead. The corrupt copy was moved to {moved}; delete it "
+                          f"when you no longer need it.", RuntimeWarning, stacklevel=3)
+        return restored, step
+    if len(corrupt) > 1:
+        paths = ", ".join(str(e.path) for e in corrupt)
+        raise CorruptCheckpointError(
+            f"{desc}: none of the checkpoints in {ckpt.directory} can be read: steps "
+            f"{', '.join(str(e.step) for e in corrupt)} are corrupt (step {corrupt[0].step}: {corrupt[0].reason}). "
+            f"Delete those directories ({paths}) and rerun: the run starts again from step 0.",
+            corrupt[0].step, corrupt[0].path, corrupt[0].reason)
+    if corrupt:
+        raise corrupt[0]
+    return state, 0
 
 
 def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt: Checkpointer, log_path: str | os.PathLike,
              chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
              progress: bool = True,
              steps_per_call: int = 1, tensorboard: bool = True) -> Any:
-    """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest checkpoint if there is one.
+    """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest readable checkpoint if there
+    is one (a corrupt newer one is moved aside with a RuntimeWarning naming both steps).
 
     Saves at multiples of `ckpt_every`, at every step in `keep_steps` and at the end. Raises FloatingPointError
     (and saves nothing) if a metric becomes NaN or inf. Returns the final state. `step_fn` may advance
@@ -84,9 +126,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                              f"step advances {steps_per_call} iterations); e.g. use "
                              f"{max(steps_per_call, value // steps_per_call * steps_per_call)}")
     log_path = Path(log_path)
-    start = ckpt.latest_step() or 0
-    if start:
-        state = ckpt.restore(state, start)
+    state, start = _restore_latest_good(ckpt, state, desc)
     if int(state.step) != start:
         raise ValueError(f"restored state is at step {int(state.step)}, expected {start}")
     main = jax.process_index() == 0           # multi-host: one process writes the log

@@ -4,7 +4,8 @@
     noises (Phi_1, Phi_8, Phi_32, G; Delta_E, fit, ...) -> results.json and figures.
 
 Layout of a work directory:
-    config.json, results.json (summary over snapshots)
+    config.json, results.json (summary over snapshots), wall_s.json (each stage's wall time, summed over
+        invocations: results.json's teacher_wall_s, distill_wall_s, evaluate_wall_s and total_wall_s)
     teacher/ckpt (Orbax: latest + snapshots), teacher/metrics.jsonl
     student_<teacher step>/ckpt, metrics.jsonl (per iteration; the DM loss per generator iteration), samples.npz,
         results.json, *.png
@@ -14,6 +15,7 @@ Every stage resumes: rerunning the same command continues from the last checkpoi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -347,9 +349,11 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
     workdir = Path(workdir)
     check_config(workdir / "config.json", cfg.to_dict())
     t0 = time.perf_counter()
-    model, ckpt, final_state = train_teacher(cfg, data, workdir, mesh, progress)
-    t_teacher = time.perf_counter() - t0
-    summary = {"config": cfg.to_dict(), "teacher_wall_s": t_teacher, "snapshots": {}}
+    clock = workdir / WALL_TIMES
+    with wall_time(clock, "teacher"):
+        model, ckpt, final_state = train_teacher(cfg, data, workdir, mesh, progress)
+    summary = {"config": cfg.to_dict(), "teacher_wall_s": read_wall_times(clock).get("teacher", 0.0),
+               "snapshots": {}}
     for snap in cfg.snapshots():
         outdir = workdir / f"student_{snap}"
         outdir.mkdir(parents=True, exist_ok=True)
@@ -357,20 +361,46 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         if result_path.exists():
             summary["snapshots"][str(snap)] = json.loads(result_path.read_text())
             continue
-        t1 = time.perf_counter()
-        teacher_params = teacher_snapshot(ckpt, final_state, snap)
-        state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
-        t_distill = time.perf_counter() - t1
-        result = {"teacher_steps": snap, **evaluate(cfg, data, model, teacher_params, state.gen.params, outdir),
-                  "distill_wall_s": t_distill}
+        with wall_time(clock, f"distill_{snap}"):
+            teacher_params = teacher_snapshot(ckpt, final_state, snap)
+            state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
+        with wall_time(clock, f"evaluate_{snap}"):
+            evaluation = evaluate(cfg, data, model, teacher_params, state.gen.params, outdir)
+        walls = read_wall_times(clock)
+        result = {"teacher_steps": snap, **evaluation, "distill_wall_s": walls.get(f"distill_{snap}", 0.0),
+                  "evaluate_wall_s": walls.get(f"evaluate_{snap}", 0.0)}
         _write_json(result_path, result)
         summary["snapshots"][str(snap)] = result
     curves = {f"teacher {s}": _dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()}
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
     summary["table"] = {s: r["delta_e"] for s, r in summary["snapshots"].items()}
+    summary["total_wall_s"] = sum(read_wall_times(clock).values())
     summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
     _write_json(workdir / "results.json", summary)
     return summary
+
+
+WALL_TIMES = "wall_s.json"   # per-stage wall-clock seconds, summed over every invocation of the run
+
+
+@contextlib.contextmanager
+def wall_time(path: Path, stage: str):
+    """Add the wall-clock seconds the block takes to `stage`'s total in the JSON file `path`, also when the block
+    raises (an interrupted invocation counts); a killed process loses only its own last stage's time."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if jax.process_index() == 0:
+            totals = read_wall_times(path)
+            totals[stage] = totals.get(stage, 0.0) + time.perf_counter() - t0
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(path, totals)
+
+
+def read_wall_times(path: Path) -> dict[str, float]:
+    """{stage: seconds summed over invocations} written by `wall_time`; {} before the first."""
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _dm_curve(outdir: Path) -> tuple[np.ndarray, np.ndarray]:

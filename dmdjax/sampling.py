@@ -22,7 +22,8 @@ def sampler_sigmas(k: int) -> np.ndarray:
 def phi_k(denoise_fn, noise, k: int, labels=None):
     """Phi_K(z): the teacher's K-step deterministic Heun sample from unit noise.
 
-    denoise_fn(x, sigma, labels) -> D with sigma shaped (batch,); noise: (batch, ...) standard normal.
+    denoise_fn(x, sigma) -> D, or denoise_fn(x, sigma, labels) when labels are given, with sigma shaped (batch,);
+    noise: (batch, ...) standard normal.
     The sampler starts from 80 * noise. Returns an array shaped like `noise`, float32.
     """
     if k < 1:
@@ -32,7 +33,7 @@ def phi_k(denoise_fn, noise, k: int, labels=None):
     x = t[0] * jnp.asarray(noise, jnp.float32)
 
     def d(x, sigma):
-        return (x - denoise_fn(x, jnp.full((batch,), sigma), labels)) / sigma
+        return (x - diffusion.denoise(denoise_fn, x, jnp.full((batch,), sigma), labels)) / sigma
 
     def heun_step(x, ts):
         t_cur, t_next = ts
@@ -43,4 +44,4 @@ def phi_k(denoise_fn, noise, k: int, labels=None):
     if k > 1:
         x, _ = jax.lax.scan(heun_step, x, (t[:k - 1], t[1:k]))
     # Final Euler step t_{K-1} -> 0: x + (0 - t)(x - D)/t = D(x; t_{K-1}).
-    return denoise_fn(x, jnp.full((batch,), t[k - 1]), labels)
+    return diffusion.denoise(denoise_fn, x, jnp.full((batch,), t[k - 1]), labels)

@@ -22,8 +22,8 @@ need ImageNet data.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -38,6 +38,19 @@ def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
     shape = (int(net["img_resolution"]), int(net["img_resolution"]), int(net["in_channels"]))
     return pipeline.Dataset(name=cfg.dataset, shape=shape, sample=None, label_dim=int(net.get("label_dim", 0)),
                             kind="images", train_images=None)
+
+
+def teacher_sha256(path: Path) -> str:
+    """The teacher file's SHA-256 (hex), recorded in config.json: a resume with another teacher of the same
+    file name is refused."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise cli.ConfigError(f"--teacher_npz: {e}") from None
+    return digest.hexdigest()
 
 
 def main(argv=None) -> dict:
@@ -67,7 +80,8 @@ def main(argv=None) -> dict:
     mesh = cli.check(cfg, args)  # every config error, before loading the teacher and writing config.json
     workdir = cli.workdir(cfg, args)
     cli.announce(cfg, args)
-    check_config(workdir / "config.json", {**cfg.to_dict(), "teacher_npz": args.teacher_npz.name})
+    check_config(workdir / "config.json", {**cfg.to_dict(), "teacher_npz": args.teacher_npz.name,
+                                           "teacher_sha256": teacher_sha256(args.teacher_npz)})
     result_path = workdir / "results.json"
     if result_path.exists():
         result = json.loads(result_path.read_text())
@@ -91,11 +105,11 @@ def distill_and_evaluate(cfg: pipeline.Config, model, teacher_params, outdir: Pa
     """Distill (or resume distilling) G from the teacher into `outdir`, then evaluate it (pipeline.evaluate)."""
     data = teacher_dataset(cfg)
     outdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    state = pipeline.distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
-    t_distill = time.perf_counter() - t0
+    clock = outdir.parent / pipeline.WALL_TIMES
+    with pipeline.wall_time(clock, "distill"):
+        state = pipeline.distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
     return {**pipeline.evaluate(cfg, data, model, teacher_params, state.gen.params, outdir),
-            "distill_wall_s": t_distill}
+            "distill_wall_s": pipeline.read_wall_times(clock)["distill"]}
 
 
 if __name__ == "__main__":

@@ -114,6 +114,11 @@ def test_experiment_end_to_end_and_resume(tiny_npz, tmp_path, monkeypatch):
     assert imagenet64.main(argv)["delta_e"] == result["delta_e"]   # rerun: finished, nothing recomputed
     with pytest.raises(Exception, match="different config"):
         imagenet64.main(argv[:-2] + ["--eval_n=16", "--quiet"])
+    other = export(tmp_path, "tiny", convert.state_dict_from_params(random_params(TINY, seed=1)), TINY)
+    assert other.name == tiny_npz.name and other != tiny_npz    # another teacher under the same file name
+    with pytest.raises(Exception, match="different config .*differs in: teacher_sha256"):
+        imagenet64.main([f"--teacher_npz={other}", *argv[1:]])
+    assert json.loads((tmp_path / "run" / "wall_s.json").read_text())["distill"] == result["distill_wall_s"] > 0
 
 
 def test_dmd_needs_no_images():

@@ -1,4 +1,9 @@
-"""The training loop and checkpoints: NaN stops the run, checkpoints refuse a mismatched model, resume is exact."""
+"""The training loop and checkpoints: NaN stops the run, checkpoints refuse a mismatched model, resume is exact
+and runs only the remaining steps, a corrupt checkpoint falls back to the previous one."""
+import glob
+import os
+from pathlib import Path
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -6,7 +11,7 @@ import numpy as np
 import pytest
 
 from dmdjax import loop
-from dmdjax.checkpoint import CheckpointError, Checkpointer, check_config
+from dmdjax.checkpoint import CheckpointError, Checkpointer, CorruptCheckpointError, check_config
 
 
 @flax.struct.dataclass
@@ -31,18 +36,120 @@ def test_nan_metric_stops_with_step_and_saves_nothing_after(tmp_path):
     assert ckpt.latest_step() == 10
 
 
-def test_resume_continues_log_and_state(tmp_path):
+def _count_steps(monkeypatch):
+    """Record (first step, iterations) of every chunk loop.run_loop executes from now on."""
+    real, chunks = loop._run_chunk, []
+
+    def counting(step_fn, state, consts, length):
+        chunks.append((int(state.step), length))
+        return real(step_fn, state, consts, length)
+    monkeypatch.setattr(loop, "_run_chunk", counting)
+    return chunks
+
+
+def test_resume_continues_log_and_state(tmp_path, monkeypatch):
     state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
     ckpt = Checkpointer(tmp_path / "ckpt")
     with pytest.raises(FloatingPointError):
         loop.run_loop(_step_nan_at(17), state, 1.0, num_steps=20, ckpt=ckpt, log_path=tmp_path / "log.jsonl",
                       chunk=5, ckpt_every=5, progress=False)
+    chunks = _count_steps(monkeypatch)
+    state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))     # the first run donated its buffers
     final = loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=20, ckpt=Checkpointer(tmp_path / "ckpt"),
                           log_path=tmp_path / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
+    assert chunks == [(15, 5)]                      # resumed: only steps 15..19 ran, not a restart from 0
     assert int(final.step) == 20 and float(final.x) == 20.0
     log = loop.read_log(tmp_path / "log.jsonl")
     assert list(log["step"]) == list(range(20))     # no duplicates from the failed attempt
     np.testing.assert_array_equal(log["loss"], np.arange(1, 21))
+
+
+def _corrupt(step_dir: Path, how: str) -> None:
+    if how == "truncated data":
+        files = [f for f in glob.glob(str(step_dir / "default" / "**" / "d" / "*"), recursive=True)]
+        assert files
+        for f in files:
+            os.truncate(f, os.path.getsize(f) // 2)
+    else:
+        (step_dir / "default" / "_METADATA").write_text('{"tree_metadata": {"x": ')
+
+
+@pytest.mark.parametrize("how", ["truncated data", "garbled _METADATA"])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch, how):
+    fresh = lambda: Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
+    run = lambda n, d: loop.run_loop(_step_nan_at(-1), fresh(), 1.0, num_steps=n, ckpt=Checkpointer(d / "ckpt"),
+                                     log_path=d / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
+    reference = run(30, tmp_path / "ref")
+    run(20, tmp_path / "a")
+    assert Checkpointer(tmp_path / "a" / "ckpt").all_steps() == [15, 20]     # the latest two are kept
+    _corrupt(tmp_path / "a" / "ckpt" / "20", how)
+    chunks = _count_steps(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"checkpoint step 20 is corrupt .*resuming from step 15 instead"):
+        final = run(30, tmp_path / "a")
+    assert chunks[0] == (15, 5) and sum(n for _, n in chunks) == 15
+    assert int(final.step) == int(reference.step) and float(final.x) == float(reference.x)
+    assert (tmp_path / "a" / "ckpt.corrupt-20").is_dir()                     # set aside, not deleted
+    assert Checkpointer(tmp_path / "a" / "ckpt").all_steps() == [25, 30]
+    log = loop.read_log(tmp_path / "a" / "log.jsonl")
+    assert list(log["step"]) == list(range(30))
+    np.testing.assert_array_equal(log["loss"], loop.read_log(tmp_path / "ref" / "log.jsonl")["loss"])
+
+
+def test_unreadable_only_checkpoint_names_the_one_directory(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(5, {"w": jnp.ones((4, 2))})
+    ckpt.wait()
+    _corrupt(tmp_path / "ckpt" / "5", "garbled _METADATA")
+    with pytest.raises(CorruptCheckpointError, match=r"cannot be read: it is corrupt") as info:
+        Checkpointer(tmp_path / "ckpt").restore({"w": jnp.zeros((4, 2))})
+    message = str(info.value)
+    assert f"Delete that one directory, {tmp_path / 'ckpt' / '5'}," in message
+    assert "does not match" not in message and "--workdir" not in message
+    state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
+    with pytest.raises(CorruptCheckpointError):       # no readable fallback: refuse, move nothing
+        loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=10, ckpt=Checkpointer(tmp_path / "ckpt"),
+                      log_path=tmp_path / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
+    assert (tmp_path / "ckpt" / "5").is_dir()
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(10, {"w": jnp.ones((4, 2))})
+    ckpt.wait()
+    _corrupt(tmp_path / "ckpt" / "10", "garbled _METADATA")
+    with pytest.raises(CorruptCheckpointError, match=r"steps 10, 5 are corrupt .*Delete those directories "
+                                                     r"\(.*ckpt/10, .*ckpt/5\) and rerun: the run starts again"):
+        loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=10, ckpt=Checkpointer(tmp_path / "ckpt"),
+                      log_path=tmp_path / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
+    assert (tmp_path / "ckpt" / "5").is_dir() and (tmp_path / "ckpt" / "10").is_dir()
+
+
+def test_leftover_temporary_checkpoint_directories_are_removed(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(5, {"w": jnp.ones((4, 2))})
+    ckpt.close()
+    leftover = tmp_path / "ckpt" / "10.orbax-checkpoint-tmp"       # a save killed before its rename
+    (leftover / "default").mkdir(parents=True)
+    (leftover / "default" / "_METADATA").write_text("{")
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.wait()
+    assert not leftover.exists() and ckpt.all_steps() == [5]
+
+
+def test_log_truncation_is_atomic(tmp_path, monkeypatch):
+    """A kill while the resumed run rewrites the log leaves the old log whole, never a half-written one."""
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(f'{{"step": {i}, "loss": {i}}}\n' for i in range(20)))
+    before = path.read_text()
+    real_write = Path.write_text
+
+    def killed_midway(self, data, *args, **kwargs):
+        real_write(self, data[:len(data) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Path, "write_text", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        loop._truncate_log(path, 15)
+    monkeypatch.setattr(Path, "write_text", real_write)
+    assert path.read_text() == before
+    loop._truncate_log(path, 15)
+    assert list(loop.read_log(path)["step"]) == list(range(15))
 
 
 def _round_with_sparse_metric(bad_step=-1):
@@ -86,8 +193,11 @@ def test_restore_into_mismatched_model_is_a_clear_error(tmp_path):
     ckpt.save(3, {"w": jnp.ones((4, 2))})
     ckpt.wait()
     np.testing.assert_array_equal(ckpt.restore({"w": jnp.zeros((4, 2))})["w"], np.ones((4, 2)))
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="does not match") as info:
         ckpt.restore({"w": jnp.zeros((5, 2))})
+    assert not isinstance(info.value, CorruptCheckpointError)
+    with pytest.raises(CheckpointError, match="does not match"):
+        ckpt.restore({"v": jnp.zeros((4, 2))})
     with pytest.raises(CheckpointError, match="no checkpoint at step 7"):
         ckpt.restore({"w": jnp.zeros((4, 2))}, step=7)
 
@@ -97,7 +207,7 @@ def test_snapshots_are_kept_latest_rotates(tmp_path):
     for s in (1, 2, 3, 4):
         ckpt.save(s, {"w": jnp.full((), s)})
     ckpt.wait()
-    assert ckpt.all_steps() == [2, 4]
+    assert ckpt.all_steps() == [2, 3, 4]     # the snapshot and the latest two
 
 
 def test_config_mismatch_names_the_keys(tmp_path):

@@ -71,23 +71,30 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     assert samples["phi_32"].shape == (8, 8, 8, 1) and samples["phi_8"].shape == (24, 8, 8, 1)
     assert samples["g"].shape == (24, 8, 8, 1) and snap["n"] == 16
 
-    # interrupt during the second student's distillation, then rerun: same numbers
-    real_chunk, calls = loop._run_chunk, {"n": 0}
+    # interrupt in the second half of the second student's distillation, then rerun: only that half runs again,
+    # to the same numbers
+    real_chunk, calls, ran = loop._run_chunk, {"n": 0}, []
 
-    def dying(*args, **kwargs):
+    def dying(step_fn, state, consts, length):
         calls["n"] += 1
-        if calls["n"] == 7:        # 4 teacher chunks, 2 distillation chunks of student_2, then student_4
+        if calls["n"] == 8:        # 4 teacher chunks, 2 distillation chunks of student_2, the 2nd of student_4
             raise KeyboardInterrupt
-        return real_chunk(*args, **kwargs)
+        ran.append(("distill" if hasattr(state, "gen") else "teacher", int(state.step), length))
+        return real_chunk(step_fn, state, consts, length)
 
     monkeypatch.setattr(loop, "_run_chunk", dying)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(cfg, data, tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop, "_run_chunk", real_chunk)
     assert (tmp_path / "b" / "student_2" / "results.json").exists()
     assert not (tmp_path / "b" / "student_4" / "results.json").exists()
+    ran.clear()
     resumed = pipeline.run(cfg, data, tmp_path / "b", progress=False)
+    monkeypatch.setattr(loop, "_run_chunk", real_chunk)
+    assert ran == [("distill", 5, 1)]       # student_4 resumed at its step-5 checkpoint: one round of 5
     assert resumed["table"] == ref["table"]
+    with np.load(tmp_path / "a" / "student_4" / "samples.npz") as a, \
+            np.load(tmp_path / "b" / "student_4" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["g"], b["g"])
 
 
 def test_mnist_flags(tmp_path, capsys):

@@ -91,3 +91,35 @@ def test_trailing_shape_and_jit(z):
     imgs = jax.random.normal(jax.random.PRNGKey(1), (4, 5, 5, 2))
     out = jax.jit(lambda n: sampling.phi_k(gaussian_denoiser, n, 8))(imgs)
     assert out.shape == imgs.shape and out.dtype == jnp.float32
+
+
+def test_user_denoisers_need_no_labels_argument():
+    """phi_k, edm_loss, dm_gradient and fake_score_loss call fn(x, sigma) without labels, fn(x, sigma, y) with;
+    fn(x, sigma, labels) with a required labels argument still works without labels (gets None)."""
+    from dmdjax import distill
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+    sigma, eps = jnp.full((4,), 0.5), jax.random.normal(jax.random.PRNGKey(1), (4, 3))
+    two = lambda x, sigma: gaussian_denoiser(x, sigma)            # an unconditional user's denoiser
+    seen = []
+
+    def three(x, sigma, labels):                                  # a conditional one: must receive the labels
+        seen.append(labels)
+        return gaussian_denoiser(x, sigma) + jnp.sum(labels, -1, keepdims=True)
+
+    y = jnp.ones((4, 2))
+    shifted = lambda x, sigma, labels=None: gaussian_denoiser(x, sigma) + 2.0
+    calls = [
+        lambda fn, y: sampling.phi_k(fn, x, 3, y),
+        lambda fn, y: diffusion.edm_loss(fn, x, jax.random.PRNGKey(2), y),
+        lambda fn, y: distill.dm_gradient(fn, shifted if y is not None else gaussian_denoiser, x, sigma, eps, y),
+        lambda fn, y: distill.fake_score_loss(fn, x, sigma, eps, y),
+    ]
+    for call in calls:
+        np.testing.assert_allclose(call(two, None), call(gaussian_denoiser, None), rtol=1e-6)
+        seen.clear()
+        np.testing.assert_allclose(call(three, y), call(shifted, y), rtol=1e-5)
+        assert seen and all(s is y for s in seen)
+    required = lambda x, sigma, labels: gaussian_denoiser(x, sigma) + (labels is None)
+    for call in calls:
+        np.testing.assert_allclose(call(required, None), call(lambda x, s: gaussian_denoiser(x, s) + 1.0, None),
+                                   rtol=1e-6)

@@ -1,7 +1,11 @@
 """The toy experiment end to end at a tiny size: outputs, determinism, resume after interruption, bad flags."""
 import json
+import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +21,17 @@ from dmdjax import loop  # noqa: E402
 TINY = ["--dataset=chessboard", "--teacher_steps=60", "--distill_iterations=30", "--eval_n=64", "--quiet"]
 
 
+SMALL = {"teacher.chunk": 10, "teacher.ckpt_every": 20, "distill.chunk": 10, "distill.ckpt_every": 10,
+         "net_kwargs": {"features": (32, 32)}}
+
+
 def _small(monkeypatch):
     """Shrink the cpu preset's chunks/checkpoint cadence so a tiny run crosses several checkpoints."""
     from dmdjax import configs
     original = configs.toy
 
     def small(dataset, preset="cpu"):
-        return configs.override(original(dataset, preset), **{
-            "teacher.chunk": 10, "teacher.ckpt_every": 20, "distill.chunk": 10, "distill.ckpt_every": 10,
-            "net_kwargs": {"features": (32, 32)}})
+        return configs.override(original(dataset, preset), **SMALL)
     monkeypatch.setattr(configs, "toy", small)
 
 
@@ -81,26 +87,107 @@ def test_rerun_is_idempotent(reference_run, monkeypatch):
 
 
 def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
-    """Kill the run in the middle of teacher training and again in the middle of distillation."""
-    _, summary = reference_run
+    """Kill the run in the middle of teacher training and again in the middle of distillation. Each rerun must
+    run only the steps after the last checkpoint (a restart from 0 fails) and end where an uninterrupted run ends;
+    the wall times in results.json add up every invocation's."""
+    ref_dir, summary = reference_run
     _small(monkeypatch)
     real_chunk = loop._run_chunk
-    for phase, die_at in (("teacher", 4), ("distill", 2)):   # the n-th chunk of that phase raises
-        calls = {"n": 0}
+    clock = tmp_path / "wall_s.json"
+    ran, walls = [], []             # per invocation: (phase, first step, calls) of every chunk; wall_s.json after
+    for phase, die_at in (("teacher", 4), ("distill", 2), (None, 0)):   # the n-th chunk of that phase raises
+        calls, chunks = {"n": 0}, []
 
-        def dying(step_fn, state, *args, **kwargs):
-            if hasattr(state, "gen") == (phase == "distill"):
+        def counting(step_fn, state, *args, **kwargs):
+            kind = "distill" if hasattr(state, "gen") else "teacher"
+            if kind == phase:
                 calls["n"] += 1
                 if calls["n"] == die_at:
                     raise KeyboardInterrupt
+            chunks.append((kind, int(state.step), args[1]))
             return real_chunk(step_fn, state, *args, **kwargs)
 
-        monkeypatch.setattr(loop, "_run_chunk", dying)
-        with pytest.raises(KeyboardInterrupt):
-            toy.main(TINY + [f"--workdir={tmp_path}"])
+        monkeypatch.setattr(loop, "_run_chunk", counting)
+        if phase:
+            with pytest.raises(KeyboardInterrupt):
+                toy.main(TINY + [f"--workdir={tmp_path}"])
+        else:
+            resumed = toy.main(TINY + [f"--workdir={tmp_path}"])
         monkeypatch.setattr(loop, "_run_chunk", real_chunk)
-    resumed = toy.main(TINY + [f"--workdir={tmp_path}"])
+        ran.append(chunks)
+        walls.append(json.loads(clock.read_text()))
+    # teacher: chunks of 10, checkpoints every 20 -> died in 30..40, resumes at 20; distillation: chunks of 10
+    # iterations (2 rounds of 5), checkpoints every 10 -> died in 10..20, resumes at 10
+    assert [c for c in ran[1] if c[0] == "teacher"][0][1] == 20
+    assert sum(c[2] for c in ran[1] if c[0] == "teacher") == 40
+    assert not [c for c in ran[2] if c[0] == "teacher"]
+    assert ran[2][0][:2] == ("distill", 10) and sum(5 * c[2] for c in ran[2]) == 20
     assert resumed["table"] == summary["table"]
+    with np.load(tmp_path / "student_60" / "samples.npz") as a, np.load(ref_dir / "student_60" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["g"], b["g"])
+    assert 0 < walls[0]["teacher"] < walls[1]["teacher"] <= walls[2]["teacher"] == resumed["teacher_wall_s"]
+    snap = resumed["snapshots"]["60"]
+    assert 0 < walls[1]["distill_60"] < walls[2]["distill_60"] == snap["distill_wall_s"]
+    assert resumed["total_wall_s"] == pytest.approx(sum(walls[2].values()))
+
+
+# The toy experiment in a child process, with every Orbax save held open 1 s before its final rename (only here,
+# in the test): the window in which the test kills it.
+SLOW_SAVE_RUN = f"""
+import asyncio, sys
+sys.path.insert(0, "experiments")
+from orbax.checkpoint._src.path import atomicity
+import toy
+from dmdjax import configs
+finalize = atomicity.AtomicRenameTemporaryPath.finalize
+async def slow_finalize(self, *args, **kwargs):
+    await asyncio.sleep(1.0)
+    return await finalize(self, *args, **kwargs)
+atomicity.AtomicRenameTemporaryPath.finalize = slow_finalize
+original = configs.toy
+configs.toy = lambda dataset, preset="cpu": configs.override(original(dataset, preset), **{SMALL!r})
+toy.main({TINY!r} + ["--workdir=" + sys.argv[1]])
+"""
+
+
+def test_killed_during_a_checkpoint_save_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
+    """SIGKILL a real experiment process at a random moment while it saves the teacher's step-40 checkpoint; the
+    rerun discards the unfinished save, resumes from step 20 and ends where an uninterrupted run ends."""
+    ref_dir, summary = reference_run
+    delay = random.uniform(0.0, 0.9)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE_RUN, str(tmp_path)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "teacher" / "ckpt"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(ckpt.glob("40.orbax-checkpoint-tmp*")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the step-40 save never started"
+            time.sleep(0.005)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list(ckpt.glob("40.orbax-checkpoint-tmp*")) and not (ckpt / "40").exists(), f"delay {delay:.3f} s"
+    _small(monkeypatch)
+    real_chunk, chunks = loop._run_chunk, []
+
+    def counting(step_fn, state, consts, length):
+        if not chunks:                  # the rerun opened the checkpoints: the unfinished save is already gone
+            leftovers.extend(ckpt.glob("*.orbax-checkpoint-tmp*"))
+        chunks.append(("distill" if hasattr(state, "gen") else "teacher", int(state.step), length))
+        return real_chunk(step_fn, state, consts, length)
+    leftovers = []
+    monkeypatch.setattr(loop, "_run_chunk", counting)
+    resumed = toy.main(TINY + [f"--workdir={tmp_path}"])
+    assert chunks[0] == ("teacher", 20, 10), f"delay {delay:.3f} s"           # resumed, not restarted
+    assert sum(n for kind, _, n in chunks if kind == "teacher") == 40
+    assert not leftovers and not list(ckpt.glob("*.orbax-checkpoint-tmp*"))
+    assert resumed["table"] == summary["table"], f"delay {delay:.3f} s"
+    with np.load(tmp_path / "student_60" / "samples.npz") as a, np.load(ref_dir / "student_60" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["g"], b["g"])
+    assert list(loop.read_log(tmp_path / "teacher" / "metrics.jsonl")["step"]) == list(range(60))
 
 
 def test_changed_config_refuses_to_mix(reference_run, monkeypatch):

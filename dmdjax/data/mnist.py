@@ -15,8 +15,10 @@ Where the data come from (first match wins):
      instead of downloading (its registered SHA-256 checksums are still verified);
   3. TFDS's normal download, after a 3 s connectivity probe; offline, a `MnistUnavailableError` is raised
      at once instead of TFDS's minutes-long retry loop.
-The TFDS data dir is `data_dir`, else DMDJAX_TFDS_DIR, else TFDS's default (TFDS_DATA_DIR or
-~/tensorflow_datasets). Preparation (~20 s on 2 CPU cores) happens once; later calls reuse it.
+The TFDS data dir is `data_dir`, else DMDJAX_TFDS_DIR, else TFDS's own TFDS_DATA_DIR, else
+~/tensorflow_datasets. Preparation (~20 s on 2 CPU cores, a ~75 MB copy) happens once and says on stderr where
+the copy goes; later calls reuse it. The files are checked before TensorFlow is imported, so without data and
+without network the error comes at once; TFDS's empty `tmp*tfds` folders are removed from the temp directory.
 
 TensorFlow is imported lazily (never at `import dmdjax`), with its GPUs/TPUs hidden so it does not take
 accelerator memory beside JAX, and its C++ log noise turned down.
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import tempfile
 import threading
 import urllib.parse
 from pathlib import Path
@@ -39,6 +43,7 @@ MNIST_FILES = {  # name -> size in bytes of the original files (TFDS also checks
 }
 MNIST_DIR_ENV = "DMDJAX_MNIST_DIR"
 TFDS_DIR_ENV = "DMDJAX_TFDS_DIR"
+TFDS_OWN_ENV = "TFDS_DATA_DIR"      # TFDS's own variable, honoured after ours
 MNIST_DIR_FLAG = "--mnist_dir"
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # where TFDS's mnist builder downloads from
 PROBE_TIMEOUT_S = 3.0
@@ -127,6 +132,29 @@ def _import_tfds():
     return tfds
 
 
+def tfds_data_dir(data_dir=None) -> Path:
+    """The TFDS data dir used: `data_dir`, else DMDJAX_TFDS_DIR, else TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    chosen = data_dir or os.environ.get(TFDS_DIR_ENV) or os.environ.get(TFDS_OWN_ENV) or "~/tensorflow_datasets"
+    return Path(chosen).expanduser()
+
+
+def is_prepared(data_dir) -> bool:
+    """True if a prepared TFDS MNIST lies under `data_dir` (its dataset_info.json): no TensorFlow import."""
+    return any((Path(data_dir) / "mnist").glob("*/dataset_info.json"))
+
+
+def _remove_new_empty_tmp_dirs(before: set[str]) -> None:
+    """Remove the empty `tmp*tfds` folders TFDS's DatasetInfo.initialize_from_bucket left in the temp directory
+    since `before` (a listing of it); non-empty ones and older ones are left alone."""
+    root = Path(tempfile.gettempdir())
+    for p in root.glob("tmp*tfds"):
+        if p.name not in before and p.is_dir():
+            try:
+                p.rmdir()              # only if empty
+            except OSError:
+                pass
+
+
 def pad_and_scale(images_u8: np.ndarray, pad_to: int = 32, resolution: int | None = None) -> np.ndarray:
     """(N, 28, 28[, 1]) uint8 -> (N, R, R, 1) float32 in [-1, 1]: zero-pad to pad_to, x/127.5 - 1, avg-pool.
 
@@ -160,30 +188,39 @@ def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: 
 
     split: any TFDS split string ("train" = 60,000, "test" = 10,000, "train[:1000]", ...).
     data_dir: TFDS data dir (prepared data are written and reused there); default DMDJAX_TFDS_DIR, else
-      TFDS's default. manual_dir: the four original .gz files (flag --mnist_dir); default DMDJAX_MNIST_DIR.
+      TFDS_DATA_DIR, else ~/tensorflow_datasets. manual_dir: the four original .gz files (flag --mnist_dir);
+      default DMDJAX_MNIST_DIR.
     resolution: optional smaller side (must divide pad_to), by average pooling, e.g. 16 for CPU presets.
     Raises FileNotFoundError naming a missing file, or MnistUnavailableError when no files and no network.
     """
-    if data_dir is None:
-        data_dir = os.environ.get(TFDS_DIR_ENV) or None
+    data_dir = tfds_data_dir(data_dir)
     if manual_dir is None:
         manual_dir = os.environ.get(MNIST_DIR_ENV) or None
-    # Validate the cheap arguments before the slow TF import.
+    # Validate the cheap arguments and find the data before the slow TF import.
     pad_and_scale(np.zeros((0, _SIZE, _SIZE, 1), np.uint8), pad_to, resolution)
-
-    tfds = _import_tfds()
-    builder = tfds.builder("mnist", data_dir=None if data_dir is None else os.fspath(data_dir))
-    if not builder.is_prepared():
+    prepared = is_prepared(data_dir)
+    if not prepared:
         if manual_dir is not None:
-            config = tfds.download.DownloadConfig(manual_dir=os.fspath(check_manual_dir(manual_dir)))
-        elif network_reachable():
-            config = None  # fresh machine with internet: TFDS's normal download
-        else:
+            manual_dir = check_manual_dir(manual_dir)
+        elif not network_reachable():
             host, port = _probe_target()
             raise MnistUnavailableError(_unavailable_message(
-                f"it is not prepared under {builder.data_dir}, no directory was given, and the download "
+                f"it is not prepared under {data_dir / 'mnist'}, no directory was given, and the download "
                 f"host {host}:{port} is unreachable (no network)"))
-        builder.download_and_prepare(download_config=config)
+
+    tfds = _import_tfds()
+    temp_before = {p.name for p in Path(tempfile.gettempdir()).glob("tmp*tfds")}
+    try:
+        builder = tfds.builder("mnist", data_dir=os.fspath(data_dir))
+        if not builder.is_prepared():
+            source = f"the files in {manual_dir}" if manual_dir is not None else "a download"
+            print(f"MNIST: preparing a TFDS copy (~75 MB) from {source} in {builder.data_dir}, once; set "
+                  f"{TFDS_DIR_ENV} or {TFDS_OWN_ENV} to put it elsewhere", file=sys.stderr)
+            config = (None if manual_dir is None else
+                      tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+            builder.download_and_prepare(download_config=config)
+    finally:
+        _remove_new_empty_tmp_dirs(temp_before)
     data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
     images = pad_and_scale(data["image"], pad_to, resolution)
     labels = np.asarray(data["label"], dtype=np.int32)
