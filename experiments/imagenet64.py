@@ -40,7 +40,7 @@ def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
                             kind="images", train_images=None)
 
 
-def teacher_sha256(path: Path) -> str:
+def teacher_sha256(path: Path, parser) -> str:
     """The teacher file's SHA-256 (hex), recorded in config.json: a resume with another teacher of the same
     file name is refused."""
     digest = hashlib.sha256()
@@ -49,7 +49,7 @@ def teacher_sha256(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError as e:
-        raise cli.ConfigError(f"--teacher_npz: {e}") from None
+        parser.error(f"--teacher_npz: {e}")
     return digest.hexdigest()
 
 
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     workdir = cli.workdir(cfg, args)
     cli.announce(cfg, args)
     check_config(workdir / "config.json", {**cfg.to_dict(), "teacher_npz": args.teacher_npz.name,
-                                           "teacher_sha256": teacher_sha256(args.teacher_npz)})
+                                           "teacher_sha256": teacher_sha256(args.teacher_npz, parser)})
     result_path = workdir / "results.json"
     if result_path.exists():
         result = json.loads(result_path.read_text())
