@@ -213,13 +213,14 @@ def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Pat
         with np.load(path) as f:
             ref, phi_1 = f["ref"], f["phi_1"]
     else:
+        t0 = time.perf_counter()
         phi = lambda k: _batched(lambda z, y: _phi_k(model, teacher_params, z, k, y), z, labels, cfg.eval_batch)
         ref, phi_1 = phi(cfg.k_ref), phi(1)
         if jax.process_index() == 0:
             outdir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with tmp.open("wb") as f:
-                np.savez(f, ref=ref, phi_1=phi_1)
+                np.savez(f, ref=ref, phi_1=phi_1, seconds=time.perf_counter() - t0)
             tmp.replace(path)
     sigma = cfg.distill.conditioning_sigma
     generate = lambda params: _batched(lambda z, y: _generate(model, params, z, y, sigma), z, labels, cfg.eval_batch)
@@ -230,9 +231,12 @@ def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Pat
 
 def record_summary(cfg: Config, outdir: Path, final_step: int) -> dict:
     """results.json's account of the convergence record: the verdict (`record.convergence`), where the student
-    stopped, and the record's total evaluation time; draws outdir/convergence.png."""
+    stopped, the record's total evaluation time (record_eval_s, over its rows) and the time Phi_K and Phi_1 on its
+    noises took (record_ref_s); draws outdir/convergence.png."""
     rows = record.read_record(outdir / "record.jsonl")
     verdict = record.convergence(rows, cfg.record)
+    with np.load(outdir / "record_ref.npz") as f:
+        ref_s = float(f["seconds"]) if "seconds" in f else None
     figures.save(figures.convergence_record(rows, _dm_curve(outdir), cfg.record, f"{cfg.name}, {outdir.name}"),
                  outdir / "convergence.png")
     stopped = final_step < cfg.distill.iterations
@@ -240,7 +244,7 @@ def record_summary(cfg: Config, outdir: Path, final_step: int) -> dict:
         **verdict, "until_converged": cfg.record.until_converged, "iterations": final_step,
         "stopped_early": stopped, "max_iterations": cfg.distill.iterations, "eval_every": cfg.record.eval_every,
         "record_n": cfg.record.n, "record_evals": len(rows),
-        "record_eval_s": float(sum(r.get("eval_s", 0.0) for r in rows))}}
+        "record_eval_s": float(sum(r.get("eval_s", 0.0) for r in rows)), "record_ref_s": ref_s}}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

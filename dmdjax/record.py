@@ -2,7 +2,8 @@
 set of `n` noises against the teacher's Phi_K and Phi_1 on the same noises (computed once per student), and an
 optional stop rule ends the student when it has converged.
 
-One row of `student_<s>/record.jsonl` per evaluated iteration t (the multiples of eval_every) (t = 0 is G at initialisation, ~Phi_1):
+One row of `student_<s>/record.jsonl` per evaluated iteration t, the multiples of eval_every (t = 0: G at
+initialisation, ~Phi_1):
     delta_e, delta_e_ci        Delta_E(Phi_K, G_t) (Eq. 6) and its half-sample interval [lo, hi]
     kappa, kappa_ci            Delta_E / Delta_E_null (`metrics.copying_index`); kappa_reliable, delta_e_null
     w2, w2_floor, fit_ratio    the fit: W2(G_t first half, Phi_K second half) against Phi_K's own floor
@@ -56,8 +57,9 @@ class RecordConfig:
     def validate(self, gen_every: int = 1) -> None:
         """Clear one-line errors before any training starts."""
         if self.eval_every < 0 or self.eval_every % gen_every:
+            fix = max(gen_every, self.eval_every // gen_every * gen_every)
             raise ValueError(f"record.eval_every ({self.eval_every}) must be 0 (off) or a positive multiple of "
-                             f"distill.gen_every ({gen_every}), e.g. {max(gen_every, self.eval_every // gen_every * gen_every)}")
+                             f"distill.gen_every ({gen_every}), e.g. {fix}")
         if not self.eval_every:
             if self.until_converged:
                 raise ValueError("until_converged needs the record: set record.eval_every (--eval_every) > 0")

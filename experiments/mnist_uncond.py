@@ -29,7 +29,8 @@ def main(argv=None, conditional: bool = False) -> dict:
     data = mnist_dataset(cfg, args.mnist_dir)
     summary = pipeline.run(cfg, data, args.workdir, mesh=device_mesh(args),
                            progress=not args.quiet)
-    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
+    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"], "with_ci": summary["table_ci"]},
+                     indent=1))
     return summary
 
 

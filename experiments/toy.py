@@ -31,7 +31,8 @@ def main(argv=None) -> dict:
     cfg = apply_common_flags(configs.toy(args.dataset, args.preset), args)
     summary = pipeline.run(cfg, toy_dataset(args.dataset), args.workdir, mesh=device_mesh(args),
                            progress=not args.quiet)
-    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
+    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"], "with_ci": summary["table_ci"]},
+                     indent=1))
     return summary
 
 
