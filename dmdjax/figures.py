@@ -227,8 +227,8 @@ def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
 def convergence_record(rows: list[dict], dm_curve: tuple, cfg=None, title: str = "", smooth: int = 50):
     """One student's convergence record (`dmdjax.record`) beside its DM loss, over distillation iterations t:
     DM loss (running mean); Delta_E(Phi_K, G_t) with its interval and Delta_E(G_{t-k}, G_t); kappa with its
-    interval; the fit W2(G_t, Phi_K) / floor (1 = the teacher's own floor; dashed: cfg.fit_factor) and the
-    fraction of the Phi_1 -> Phi_K distance covered."""
+    interval; the fit W2(G_t, Phi_K) / floor (1 = the teacher's own floor; dashed: cfg.fit_factor), the
+    fraction of the Phi_1 -> Phi_K distance covered and the spread of G_t relative to Phi_K's."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
     ax_l, ax_e, ax_k, ax_f = axes
     if len(dm_curve[0]):
@@ -249,6 +249,7 @@ def convergence_record(rows: list[dict], dm_curve: tuple, cfg=None, title: str =
         ax_k.axhline(1.0, color="gray", ls=":", lw=1)
         ax_f.plot(t, col("fit_ratio"), "o-", ms=3, lw=1, label="W2(G_t, Phi_K) / floor")
         ax_f.plot(t, col("covered"), "s-", ms=3, lw=1, label="fraction of ||Phi_1 - Phi_K|| covered")
+        ax_f.plot(t, col("spread_ratio"), "^-", ms=3, lw=1, label="spread of G_t / spread of Phi_K")
         ax_f.axhline(1.0, color="gray", ls=":", lw=1)
         if cfg is not None:
             ax_f.axhline(cfg.fit_factor, color="r", ls="--", lw=1, label="fit_factor")

@@ -8,6 +8,11 @@ initialisation, ~Phi_1):
     kappa, kappa_ci            Delta_E / Delta_E_null (`metrics.copying_index`); kappa_reliable, delta_e_null
     w2, w2_floor, fit_ratio    the fit: W2(G_t first half, Phi_K second half) against Phi_K's own floor
                                W2(Phi_K first half, Phi_K second half); fit_ratio = w2 / w2_floor
+    spread_ratio               mean ||G_t - mean G_t||^2 / mean ||Phi_K - mean Phi_K||^2: 1 for a sample as
+                               spread as the teacher's, ~0 for one collapsed towards its mean. In high dimension
+                               with small n such a collapsed sample can have fit_ratio < 1 (two independent halves
+                               of Phi_K are farther apart than either is from the mean), so the fit alone cannot
+                               rule collapse out
     fit_change, kappa_change   |w2_t - w2_{t-pk}| / w2_t and |kappa_t - kappa_{t-pk}| over the stop rule's window
                                of p = `patience` evaluations (k = eval_every; null in the first p rows)
     covered                    1 - mean_i ||G_t(z_i) - Phi_K(z_i)|| / mean_i ||Phi_1(z_i) - Phi_K(z_i)||: the
@@ -19,8 +24,8 @@ initialisation, ~Phi_1):
                                that is not reproducible)
 
 Stop rule (`until_converged`; the iteration count is then the maximum): converged at t when, at each of the
-last `patience` evaluations, fit_ratio <= fit_factor (close to the floor), fit_change <= fit_tol (the fit is
-stable), and delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E between
+last `patience` evaluations, fit_ratio <= fit_factor (close to the floor) and spread_ratio >= min_spread (not
+collapsed), fit_change <= fit_tol (the fit is stable), and delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E between
 consecutive evaluations is 0 whenever G moves less than its samples are apart, so a slow drift of the pairing
 shows only in kappa over the window). `convergence(rows, cfg)` states the verdict and the numbers that decided
 it; the verdict is in results.json whether or not the rule stopped the student.
@@ -49,6 +54,7 @@ class RecordConfig:
     ci_level: float = 0.95
     until_converged: bool = False   # stop the student at the first converged evaluation
     fit_factor: float = 1.5         # converged: fit_ratio <= fit_factor ...
+    min_spread: float = 0.5         # ... and spread_ratio >= min_spread ...
     fit_tol: float = 0.05           # ... and fit_change <= fit_tol ...
     move_tol: float = 0.05          # ... and delta_e_move <= move_tol ...
     kappa_tol: float = 0.05         # ... and kappa_change <= kappa_tol ...
@@ -69,8 +75,10 @@ class RecordConfig:
         if self.ci_resamples < 2 or not 0 < self.ci_level < 1:
             raise ValueError(f"record.ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
                              f"{self.ci_level}")
-        if self.patience < 1 or min(self.fit_factor, self.fit_tol, self.move_tol, self.kappa_tol) <= 0:
-            raise ValueError("record.patience must be >= 1 and fit_factor, fit_tol, move_tol, kappa_tol positive")
+        if self.patience < 1 or min(self.fit_factor, self.fit_tol, self.move_tol, self.kappa_tol) <= 0 \
+                or self.min_spread < 0:
+            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol positive and "
+                             "min_spread >= 0")
 
 
 def finished_checkpoint(directory: str | Path) -> int | None:
@@ -104,17 +112,24 @@ def _w2(a, b) -> float:
     return float(np.sqrt(metrics.transport_energies(a, b).e_ot))
 
 
+def _spread(a) -> float:
+    """mean_i ||a_i - mean(a)||^2 of (n, ...) samples."""
+    a = _flat(a)
+    return float(np.mean(np.sum((a - a.mean(0)) ** 2, axis=1)))
+
+
 def convergence(rows: list[dict], cfg: RecordConfig) -> dict:
     """The stop rule's verdict on a record: `converged` and the numbers of the last `patience` evaluations that
     decided it (criteria in the module docstring)."""
-    keys = ("fit_ratio", "fit_change", "kappa_change", "delta_e_move")
+    keys = ("fit_ratio", "spread_ratio", "fit_change", "kappa_change", "delta_e_move")
     last = [r for r in rows if all(r.get(k) is not None for k in keys)][-cfg.patience:]
     checks = [{"step": r["step"], **{k: r[k] for k in keys},
-               "ok": bool(r["fit_ratio"] <= cfg.fit_factor and r["fit_change"] <= cfg.fit_tol
+               "ok": bool(r["fit_ratio"] <= cfg.fit_factor and r["spread_ratio"] >= cfg.min_spread
+                          and r["fit_change"] <= cfg.fit_tol
                           and r["kappa_change"] <= cfg.kappa_tol and r["delta_e_move"] <= cfg.move_tol)}
               for r in last]
     return {"converged": len(checks) == cfg.patience and all(c["ok"] for c in checks),
-            "criteria": {"fit_factor": cfg.fit_factor, "fit_tol": cfg.fit_tol, "kappa_tol": cfg.kappa_tol,
+            "criteria": {"fit_factor": cfg.fit_factor, "min_spread": cfg.min_spread, "fit_tol": cfg.fit_tol, "kappa_tol": cfg.kappa_tol,
                          "move_tol": cfg.move_tol, "patience": cfg.patience},
             "last": checks}
 
@@ -146,6 +161,7 @@ class Recorder:
         self.half = h
         self.w2_floor = _w2(self.ref[:h], self.ref[h:2 * h])
         self.dist_1 = float(np.mean(np.linalg.norm(_flat(self.phi_1) - _flat(self.ref), axis=1)))
+        self.spread_ref = _spread(self.ref)
         self.rows: list[dict] | None = None
         self.prev: np.ndarray | None = None
 
@@ -199,6 +215,7 @@ class Recorder:
                "kappa": float(ci.index.kappa), "kappa_ci": [ci.kappa.low, ci.kappa.high],
                "delta_e_null": float(ci.index.delta_e_null), "kappa_reliable": bool(ci.index.reliable),
                "w2": w2, "w2_floor": self.w2_floor, "fit_ratio": w2 / self.w2_floor if self.w2_floor > 0 else math.inf,
+               "spread_ratio": _spread(g) / self.spread_ref if self.spread_ref > 0 else math.nan,
                "fit_change": None, "kappa_change": None,
                "covered": 1.0 - dist_g / self.dist_1 if self.dist_1 > 0 else math.nan,
                "delta_e_move": None, "kappa_move": None}

@@ -143,3 +143,12 @@ def test_partial_correlation_against_residual_regression():
     assert np.isnan(metrics.partial_correlation(3 * c + 1, y, c))      # nothing left of x beyond c
     with pytest.raises(ValueError, match="one length"):
         metrics.partial_correlation(x, y[:5], c)
+
+
+def test_collapsed_student_is_not_converged(full):
+    """Shrinking G_t towards its mean keeps fit and pairing still, but the spread criterion refuses it."""
+    cfg = record.RecordConfig(**{**CFG.__dict__, "fit_factor": 1e9})
+    assert record.convergence(full, cfg)["converged"]
+    shrunk = [{**r, "spread_ratio": 0.05} for r in full]
+    verdict = record.convergence(shrunk, cfg)
+    assert not verdict["converged"] and verdict["last"][-1]["spread_ratio"] == 0.05
