@@ -42,7 +42,7 @@ def toy(dataset: str, preset: str = "cpu") -> Config:
 
 # Convergence records of the cpu presets (`dmdjax.record`): sized so the periodic evaluation costs at most 15 %
 # of a student's wall time (BUILD_NOTES.md has the measurement).
-TOY_CPU_RECORD = RecordConfig(eval_every=200, n=500)
+TOY_CPU_RECORD = RecordConfig(eval_every=200, n=250)
 MNIST_CPU_RECORD = RecordConfig(eval_every=25, n=200)
 
 
