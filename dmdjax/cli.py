@@ -111,6 +111,10 @@ def add_common_flags(parser: argparse.ArgumentParser, presets: Callable[[str], A
     parser.add_argument("--dm_loss_every_iteration", action="store_true",
                         help="compute the DM loss (Fig. 4) on every DMD iteration, not only where the generator "
                              "updates (DMD2's choice): a 5x denser curve for ~1/3 more time on 4 of 5 iterations")
+    parser.add_argument("--eval_every", type=int,
+                        help="convergence record every N DMD iterations (multiple of 5; 0 = off; default: preset)")
+    parser.add_argument("--until_converged", action="store_true",
+                        help="stop each student when the record says it converged (--distill_iterations = maximum)")
     parser.add_argument("--no_xla_tuning", action="store_true",
                         help="keep XLA:CPU's default kernels and glibc's default allocator (see dmdjax/xla_cpu.py)")
     parser.add_argument("--debug", action="store_true",
@@ -169,6 +173,10 @@ def apply_common_flags(cfg, args):
         changes["compute_dtype"] = "bfloat16"
     if args.dm_loss_every_iteration:
         changes["distill.dm_loss_every_iteration"] = True
+    if getattr(args, "eval_every", None) is not None:
+        changes["record.eval_every"] = args.eval_every
+    if getattr(args, "until_converged", False):
+        changes["record.until_converged"] = True
     try:
         cfg = configs.override(cfg, **changes)
     except ValueError as e:

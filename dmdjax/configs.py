@@ -8,6 +8,7 @@ import dataclasses
 
 from dmdjax.distill import DistillConfig
 from dmdjax.pipeline import Config
+from dmdjax.record import RecordConfig
 from dmdjax.teacher import TeacherConfig
 
 PRESETS = ("cpu", "paper")
@@ -31,9 +32,18 @@ def toy(dataset: str, preset: str = "cpu") -> Config:
     teacher = TeacherConfig(steps=4000, batch=512, lr=1e-3, ckpt_every=1000, chunk=200)
     if preset == "paper":
         distill = DistillConfig(iterations=50_000, batch=512, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=5000, chunk=500)
+        rec = RecordConfig(eval_every=1000, n=500)
     else:
         distill = DistillConfig(iterations=4000, batch=512, lr_gen=1e-4, lr_fake=1e-4, ckpt_every=1000, chunk=200)
-    return Config(name=f"toy-{dataset}-{preset}", dataset=dataset, net="mlp", teacher=teacher, distill=distill)
+        rec = TOY_CPU_RECORD
+    return Config(name=f"toy-{dataset}-{preset}", dataset=dataset, net="mlp", teacher=teacher, distill=distill,
+                  record=rec)
+
+
+# Convergence records of the cpu presets (`dmdjax.record`): sized so the periodic evaluation costs at most 15 %
+# of a student's wall time (BUILD_NOTES.md has the measurement).
+TOY_CPU_RECORD = RecordConfig(eval_every=200, n=250)
+MNIST_CPU_RECORD = RecordConfig(eval_every=25, n=200)
 
 
 def override(cfg: Config, **changes) -> Config:
@@ -73,12 +83,12 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
                                 ckpt_every=512, chunk=1)
         distill = DistillConfig(iterations=50_000, batch=32, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=1000, chunk=5)
         return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
-                      eval_ks=(1, 8, 32), eval_batch=250)
+                      eval_ks=(1, 8, 32), eval_batch=250, record=RecordConfig(eval_every=1000, n=500))
     net = {**MNIST_CPU_NET, "label_dim": label_dim}
     teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, snapshots=(128, 256, 512, 1024), ckpt_every=128, chunk=1)
     distill = DistillConfig(iterations=400, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
     return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
-                  eval_ks=(1, 8), figure_ks=(32,), eval_batch=500)
+                  eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD)
 
 
 def manifold(preset: str = "cpu") -> Config:

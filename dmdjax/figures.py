@@ -230,6 +230,47 @@ def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
     return fig
 
 
+def convergence_record(rows: list[dict], dm_curve: tuple, cfg=None, title: str = "", smooth: int = 50):
+    """One student's convergence record (`dmdjax.record`) beside its DM loss, over distillation iterations t:
+    DM loss (running mean); Delta_E(Phi_K, G_t) with its interval and Delta_E(G_{t-k}, G_t); kappa with its
+    interval; the fit W2(G_t, Phi_K) / floor (1 = the teacher's own floor; dashed: cfg.fit_factor), the
+    fraction of the Phi_1 -> Phi_K distance covered and the spread of G_t relative to Phi_K's."""
+    fig, axes = subplots(1, 4, figsize=(17, 3.4))
+    ax_l, ax_e, ax_k, ax_f = axes
+    if len(dm_curve[0]):
+        ax_l.plot(*running_mean(dm_curve[0], dm_curve[1], smooth), lw=1)
+        ax_l.set_yscale("log")
+    ax_l.set_ylabel("DM loss")
+    t = np.array([r["step"] for r in rows], float)
+    col = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+    bounds = lambda key: np.array([[np.nan if v is None else v for v in r[key]] for r in rows], float).reshape(-1, 2)
+    if len(rows):
+        ci = bounds("delta_e_ci")
+        ax_e.plot(t, col("delta_e"), "o-", ms=3, lw=1, label=r"$\Delta_E(\Phi_K, G_t)$")
+        ax_e.fill_between(t, ci[:, 0], ci[:, 1], alpha=0.25)
+        ax_e.plot(t, col("delta_e_move"), "s--", ms=3, lw=1, label=r"$\Delta_E(G_{t-k}, G_t)$")
+        kci = bounds("kappa_ci")
+        ax_k.plot(t, col("kappa"), "o-", ms=3, lw=1, label=r"$\kappa(\Phi_K, G_t)$")
+        ax_k.fill_between(t, kci[:, 0], kci[:, 1], alpha=0.25)
+        ax_k.axhline(1.0, color="gray", ls=":", lw=1)
+        ax_f.plot(t, col("fit_ratio"), "o-", ms=3, lw=1, label="W2(G_t, Phi_K) / floor")
+        ax_f.plot(t, col("covered"), "s-", ms=3, lw=1, label="fraction of ||Phi_1 - Phi_K|| covered")
+        ax_f.plot(t, col("spread_ratio"), "^-", ms=3, lw=1, label="spread of G_t / spread of Phi_K")
+        ax_f.axhline(1.0, color="gray", ls=":", lw=1)
+        if cfg is not None:
+            ax_f.axhline(cfg.fit_factor, color="r", ls="--", lw=1, label="fit_factor")
+    ax_e.set_ylabel(r"$\Delta_E$")
+    ax_k.set_ylabel(r"$\kappa$ (0 copies, 1 random pairing)")
+    for ax in axes:
+        ax.set_xlabel("distillation iteration t")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def quadruple_panels(panels: dict[str, dict[str, np.ndarray]], n: int = 30):
     """Fig. 8: one panel per data set (title), each with rows of n images (e.g. Phi_1, Phi_8, Phi_32, G)."""
     n_rows = sum(len(rows) for rows in panels.values())

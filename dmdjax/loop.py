@@ -45,9 +45,11 @@ def _run_parts(parts, state, consts):
     return state, {name: jnp.concatenate([m[name] for m in metrics if name in m]) for name in metrics[0]}
 
 
-def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_steps: Iterable[int]) -> list[int]:
+def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_steps: Iterable[int],
+                callback_every: int = 0) -> list[int]:
     marks = {num_steps} | {s for s in keep_steps if start < s < num_steps}
     marks |= set(range(ckpt_every, num_steps, ckpt_every)) if ckpt_every else set()
+    marks |= set(range(callback_every, num_steps, callback_every)) if callback_every else set()
     marks |= set(range(chunk, num_steps, chunk))
     return sorted(m for m in marks if m > start)
 
@@ -103,7 +105,8 @@ def _restore_latest_good(ckpt: Checkpointer, state: Any, desc: str) -> tuple[Any
 def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt: Checkpointer, log_path: str | os.PathLike,
              chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
              progress: bool = True,
-             steps_per_call: int = 1, tensorboard: bool = True) -> Any:
+             steps_per_call: int = 1, tensorboard: bool = True, callback: Callable | None = None,
+             callback_every: int = 0) -> Any:
     """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest readable checkpoint if there
     is one (a corrupt newer one is moved aside with a RuntimeWarning naming both steps).
 
@@ -115,12 +118,17 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     functions that together make one call) runs them as separate programs wherever a chunk is a single call.
     With `tensorboard`, every logged row is also written as TensorBoard scalars to log_path's directory
     (`dmdjax.tensorboard`).
+
+    `callback(step, state) -> bool` (optional) runs at the start step (0 or the resumed one, so that a resumed
+    run re-reads its state and decision) and at every multiple of `callback_every` reached, before that step's
+    checkpoint; True stops the run there: the state at that step is saved (if it is not the start) and returned.
+    A callback must decide from the state and its own files only, so that a resumed run decides the same.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     keep_steps = sorted(set(keep_steps))
     for name, value in [("the number of steps", num_steps), ("chunk", chunk), ("ckpt_every", ckpt_every or 0),
-                        *[("a kept step", s) for s in keep_steps]]:
+                        *[("a kept step", s) for s in keep_steps], ("callback_every", callback_every)]:
         if value % steps_per_call:
             raise ValueError(f"{desc}: {name} ({value}) must be a multiple of {steps_per_call} (one call of the "
                              f"step advances {steps_per_call} iterations); e.g. use "
@@ -132,13 +140,15 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     main = jax.process_index() == 0           # multi-host: one process writes the log
     if main:
         _truncate_log(log_path, start)
+    if callback is not None and callback_every and callback(start, state):
+        return state                          # stopped before (or at once): stays stopped
     tb = ScalarWriter(log_path.parent, purge_step=start) if main and tensorboard else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not (progress and main),
                dynamic_ncols=True)
     step = start
     try:
         with (log_path.open("a") if main else open(os.devnull, "w")) as log:
-            for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps):
+            for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps, callback_every):
                 calls = (stop - step) // steps_per_call
                 if calls == 1 and getattr(step_fn, "parts", None):
                     state, metrics = _run_parts(step_fn.parts, state, consts)
@@ -162,8 +172,12 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                 bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
                 bar.update(stop - step)
                 step = stop
-                if stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
+                halt = bool(callback is not None and callback_every and stop % callback_every == 0
+                            and callback(stop, state))
+                if halt or stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
                     ckpt.save(stop, state)
+                if halt:
+                    break
     finally:  # also on Ctrl-C / errors: let an in-flight async save finish, so no work is lost or half-read
         bar.close()
         ckpt.wait()

@@ -8,7 +8,8 @@ Layout of a work directory:
         invocations: results.json's teacher_wall_s, distill_wall_s, evaluate_wall_s and total_wall_s)
     teacher/ckpt (Orbax: latest + snapshots), teacher/metrics.jsonl
     student_<teacher step>/ckpt, metrics.jsonl (per iteration; the DM loss per generator iteration), samples.npz,
-        results.json, *.png
+        results.json, *.png; with `record.eval_every`: record.jsonl (the convergence record, `dmdjax.record`),
+        record_ref.npz (Phi_K, Phi_1 on the record's noises) and convergence.png
     teacher/ and student_<step>/ also hold TensorBoard event files: the logged metrics as scalars, the student's
         figures as images (`tensorboard --logdir runs/`)
 Every stage resumes: rerunning the same command continues from the last checkpoint and skips finished work.
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmdjax import distill, figures, loop, metrics, parallel, sampling, teacher, tensorboard
+from dmdjax import distill, figures, loop, metrics, parallel, record, sampling, teacher, tensorboard
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.nets import MLP, Denoiser
 
@@ -82,6 +83,9 @@ class Config:
     eval_batch: int = 1000
     seed: int = 0
     compute_dtype: str = "float32"         # network interior: "float32" or "bfloat16" (GPU/TPU; DMD2's --use_fp16)
+    ci_resamples: int = 100                # half-sample replicates of the Delta_E / kappa intervals (exact OT at N/2)
+    ci_level: float = 0.95
+    record: record.RecordConfig = record.RecordConfig()   # convergence record and stop rule during distillation
 
     def snapshots(self) -> tuple[int, ...]:
         return tuple(sorted(self.distill_snapshots)) or (self.teacher.steps,)
@@ -100,6 +104,10 @@ class Config:
         bad = [s for s in self.snapshots() if not 1 <= s <= self.teacher.steps]
         if bad:
             raise ValueError(f"snapshots {bad} lie outside 1..teacher.steps={self.teacher.steps}")
+        if self.ci_resamples < 2 or not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
+                             f"{self.ci_level}")
+        self.record.validate(self.distill.gen_every)
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
 
@@ -191,10 +199,56 @@ def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: P
     consts = distill.step_consts(dcfg, teacher_params, parallel.replicate(data.consts, mesh) if dcfg.gan else None,
                                  parallel.replicate(pairs, mesh))
     ckpt = Checkpointer(outdir / "ckpt")
+    recorder = make_recorder(cfg, data, model, teacher_params, outdir, ckpt) if cfg.record.eval_every else None
     return loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
                          log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
                          ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
-                         steps_per_call=cfg.distill.gen_every)
+                         steps_per_call=cfg.distill.gen_every, callback=recorder,
+                         callback_every=cfg.record.eval_every)
+
+
+def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, ckpt: Checkpointer
+                  ) -> record.Recorder:
+    """The convergence record's callback: G on the first `record.n` shared noises against Phi_K and Phi_1 there,
+    which are computed once per student and kept in outdir/record_ref.npz."""
+    z, labels = eval_noise(cfg, data, cfg.record.n)
+    path = outdir / "record_ref.npz"
+    if path.exists():
+        with np.load(path) as f:
+            ref, phi_1 = f["ref"], f["phi_1"]
+    else:
+        t0 = time.perf_counter()
+        phi = lambda k: _batched(lambda z, y: _phi_k(model, teacher_params, z, k, y), z, labels, cfg.eval_batch)
+        ref, phi_1 = phi(cfg.k_ref), phi(1)
+        if jax.process_index() == 0:
+            outdir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("wb") as f:
+                np.savez(f, ref=ref, phi_1=phi_1, seconds=time.perf_counter() - t0)
+            tmp.replace(path)
+    sigma = cfg.distill.conditioning_sigma
+    generate = lambda params: _batched(lambda z, y: _generate(model, params, z, y, sigma), z, labels, cfg.eval_batch)
+    return record.Recorder(cfg.record, outdir / "record.jsonl", ref, phi_1, generate,
+                           lambda: record.finished_checkpoint(ckpt.directory),
+                           seed=cfg.seed, main=jax.process_index() == 0)
+
+
+def record_summary(cfg: Config, outdir: Path, final_step: int) -> dict:
+    """results.json's account of the convergence record: the verdict (`record.convergence`), where the student
+    stopped, the record's total evaluation time (record_eval_s, over its rows) and the time Phi_K and Phi_1 on its
+    noises took (record_ref_s); draws outdir/convergence.png."""
+    rows = record.read_record(outdir / "record.jsonl")
+    verdict = record.convergence(rows, cfg.record)
+    with np.load(outdir / "record_ref.npz") as f:
+        ref_s = float(f["seconds"]) if "seconds" in f else None
+    figures.save(figures.convergence_record(rows, _dm_curve(outdir), cfg.record, f"{cfg.name}, {outdir.name}"),
+                 outdir / "convergence.png")
+    stopped = final_step < cfg.distill.iterations
+    return {"converged": verdict["converged"], "convergence": {
+        **verdict, "until_converged": cfg.record.until_converged, "iterations": final_step,
+        "stopped_early": stopped, "max_iterations": cfg.distill.iterations, "eval_every": cfg.record.eval_every,
+        "record_n": cfg.record.n, "record_evals": len(rows),
+        "record_eval_s": float(sum(r.get("eval_s", 0.0) for r in rows)), "record_ref_s": ref_s}}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -251,7 +305,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     n = cfg.eval_n
     ref, g = s[f"phi_{cfg.k_ref}"][:n], s["g"][:n]
     te = metrics.transport_energies(ref, g)
-    init = metrics.transport_energies(ref, s["phi_1"][:n])
+    ci = {name: metrics.copying_index_ci(ref, x, n_resamples=cfg.ci_resamples, level=cfg.ci_level, seed=cfg.seed)
+          for name, x in (("g", g), ("phi1", s["phi_1"][:n]))}
     # Distribution fit on independent halves: W2 from G's first half to Phi_K's second half, against the same
     # for Phi_K's own first half (the finite-sample floor) and for Phi_1 (the student at initialisation).
     h = n // 2
@@ -263,7 +318,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     tail = max(1, len(dm_loss) // 20)
     result = {
         "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
-        "delta_e_phi1": float(init.delta_e),
+        **ci_fields(ci["g"]), **ci_fields(ci["phi1"], "_phi1"), "ci_level": cfg.ci_level,
+        "ci_resamples": cfg.ci_resamples,
         "fit": {"w2_student": w2(g), "w2_teacher_floor": w2(ref), "w2_phi1": w2(s["phi_1"][:n])},
         "dist_phi1_ref_mean": float(np.mean(dist_1[:n])), "dist_g_ref_mean": float(np.mean(dist_g[:n])),
         "frac_g_closer_than_phi1": float(np.mean(dist_g[:n] < dist_1[:n])),
@@ -288,6 +344,27 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     return result
 
 
+def ci_fields(ci: metrics.CopyingIndexCI, suffix: str = "") -> dict:
+    """results.json fields of a `copying_index_ci`: delta_e<suffix> (with _ci [lo, hi]), kappa (with _ci),
+    delta_e_null, kappa_reliable, and the counts of non-finite replicates when there are any."""
+    out = {f"delta_e{suffix}": float(ci.index.delta_e), f"delta_e{suffix}_ci": [ci.delta_e.low, ci.delta_e.high],
+           f"kappa{suffix}": float(ci.index.kappa), f"kappa{suffix}_ci": [ci.kappa.low, ci.kappa.high],
+           f"delta_e_null{suffix}": float(ci.index.delta_e_null), f"kappa{suffix}_reliable": bool(ci.index.reliable)}
+    if ci.delta_e.n_nonfinite or ci.kappa.n_nonfinite:
+        out[f"ci{suffix}_nonfinite_replicates"] = {"delta_e": ci.delta_e.n_nonfinite, "kappa": ci.kappa.n_nonfinite}
+    return out
+
+
+def ci_text(result: dict, suffix: str = "") -> str:
+    """'Delta_E = 0.12 [0.10, 0.15], kappa = 0.4 [0.3, 0.5]' from result fields (`ci_fields`), for titles;
+    kappa is marked 'unreliable' when Delta_E_null is too small for it to mean anything."""
+    lo, hi = result[f"delta_e{suffix}_ci"]
+    klo, khi = result[f"kappa{suffix}_ci"]
+    flag = "" if result[f"kappa{suffix}_reliable"] else " (unreliable)"
+    return (f"Delta_E = {result[f'delta_e{suffix}']:.3g} [{lo:.3g}, {hi:.3g}], "
+            f"kappa = {result[f'kappa{suffix}']:.2g} [{klo:.2g}, {khi:.2g}]{flag}")
+
+
 def pairing_figures(s: dict, dist_1, dist_g, outdir: Path, cfg: Config) -> None:
     """Image data: PCA of the (Phi_K, Phi_1, G) triplets on the leading components of Phi_K (Fig. 1 bottom, 9)
     and ||Phi_1 - Phi_K|| against ||G - Phi_K|| per seed (Fig. 10, 11 bottom)."""
@@ -308,28 +385,32 @@ def copying_statistics(s: dict, train_images, outdir: Path, cfg: Config) -> dict
     mem = metrics.memorization_ratio(ref, train_images)
     d_z = metrics.mean_train_distance(ref, train_images)
     delta = metrics.relative_displacement(g, phi_1, ref)
+    dist_1 = np.linalg.norm(np.asarray(phi_1).reshape(len(ref), -1) - np.asarray(ref).reshape(len(ref), -1), axis=1)
+    corr = float(np.corrcoef(d_z, delta)[0, 1])
+    partial = float(metrics.partial_correlation(d_z, delta, dist_1))
     train = np.asarray(train_images)
     m = cfg.n_show
     rows = {"Phi_1": phi_1[:m], f"Phi_{k}": ref[:m], "G": g[:m],
             "x1": train[mem.indices[:m, 0]], "x2": train[mem.indices[:m, 1]]}
     figures.save(figures.image_rows(rows, m), outdir / "quintuples.png")
-    figures.save(figures.displacement_scatter(d_z, delta, "D(z)", "delta(z)", diagonal=False, hline=0.0),
-                 outdir / "boundary.png")
+    figures.save(figures.displacement_scatter(
+        d_z, delta, "D(z)", "delta(z)", diagonal=False, hline=0.0,
+        title=f"corr = {corr:.3f}, partial corr | ||Phi_1 - Phi_{k}|| = {partial:.3f}"), outdir / "boundary.png")
     figures.save(figures.histogram(mem.ratio, f"r(Phi_{k}(z))"), outdir / "memorization.png")
     np.savez_compressed(outdir / "copying_stats.npz", r=mem.ratio, neighbours=mem.indices, d_z=d_z, delta=delta)
     r = np.asarray(mem.ratio)
     return {
         "memorization": {"r_mean": float(r.mean()), "r_min": float(r.min()), "r_median": float(np.median(r)),
                          "frac_r_below_1_3": float(np.mean(r < 1 / 3))},
-        "boundary": {"corr_d_delta": float(np.corrcoef(d_z, delta)[0, 1]), "frac_delta_negative":
-                     float(np.mean(np.asarray(delta) < 0))},
+        "boundary": {"corr_d_delta": corr, "partial_corr_d_delta_given_dist_phi1": partial,
+                     "frac_delta_negative": float(np.mean(np.asarray(delta) < 0))},
     }
 
 
 def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: dict, dm_curve: tuple) -> None:
     ref_name = f"Phi_{cfg.k_ref}"
     ref = s[f"phi_{cfg.k_ref}"]
-    tag = f"{cfg.name}, {outdir.name.replace('_', ' ')}: Delta_E = {result['delta_e']:.3g}"
+    tag = f"{cfg.name}, {outdir.name.replace('_', ' ')}: {ci_text(result)}"
     if data.kind == "points":
         fig = figures.pairing_scatter({"z": z, ref_name: ref, "Phi_1": s["phi_1"], "G": s["g"]}, z, tag, lim=3.0)
         figures.save(fig, outdir / "pairing.png")
@@ -369,11 +450,16 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         walls = read_wall_times(clock)
         result = {"teacher_steps": snap, **evaluation, "distill_wall_s": walls.get(f"distill_{snap}", 0.0),
                   "evaluate_wall_s": walls.get(f"evaluate_{snap}", 0.0)}
+        if cfg.record.eval_every:
+            result.update(record_summary(cfg, outdir, int(state.step)))
         _write_json(result_path, result)
         summary["snapshots"][str(snap)] = result
     curves = {f"teacher {s}": _dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()}
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
     summary["table"] = {s: r["delta_e"] for s, r in summary["snapshots"].items()}
+    summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
+                                                 "delta_e_phi1", "delta_e_phi1_ci", "kappa_phi1", "converged")
+                               if k in r} for s, r in summary["snapshots"].items()}
     summary["total_wall_s"] = sum(read_wall_times(clock).values())
     summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
     _write_json(workdir / "results.json", summary)

@@ -156,8 +156,9 @@ def final_result(summary: dict) -> dict:
 
 
 def _row(res: dict) -> dict:
-    keep = ("delta_e", "e_dt", "e_ot", "delta_e_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean", "final_dm_loss",
-            "distill_wall_s")
+    keep = ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable", "e_dt", "e_ot", "delta_e_phi1",
+            "delta_e_phi1_ci", "kappa_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean", "final_dm_loss",
+            "distill_wall_s", "converged")
     return {**{k: res[k] for k in keep if k in res}, **res.get("fit", {})}
 
 

@@ -58,6 +58,7 @@ def main(argv=None) -> dict:
         pcas[name] = {f"Phi_{args.k}": np.asarray(p_ref), "Phi_1": np.asarray(p_1), "G": np.asarray(p_g)}
         dists[name] = (s["dist_phi1"], s["dist_g"])
         table[name] = {"run": str(sdir), "delta_e": result["delta_e"], "n": result["n"],
+                       **{k: result[k] for k in ("delta_e_ci", "kappa", "kappa_ci", "kappa_reliable") if k in result},
                        "pca_triplets": int(len(s[ref])),
                        "frac_g_closer_than_phi1": float(np.mean(s["dist_g"] < s["dist_phi1"]))}
     figures.save(figures.quadruple_panels(quads, args.n_show), out / "fig8.png")

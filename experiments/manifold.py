@@ -34,7 +34,8 @@ def main(argv=None) -> dict:
     images, labels = load_manifold(args.train_size, args.data_seed, resolution=cfg.net_kwargs["img_resolution"])
     data = pipeline.image_dataset(f"manifold-{args.data_seed}", images, labels, cfg.net_kwargs["label_dim"])
     summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet)
-    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"]}, indent=1))
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
+                     indent=1))
     return summary
 
 

@@ -32,7 +32,8 @@ def main(argv=None, conditional: bool = False) -> dict:
     cli.announce(cfg, args)
     data = cli.mnist_dataset(cfg, args.mnist_dir)
     summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet)
-    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"]}, indent=1))
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
+                     indent=1))
     return summary
 
 

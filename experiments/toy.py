@@ -33,7 +33,8 @@ def main(argv=None) -> dict:
     workdir = cli.workdir(cfg, args)
     cli.announce(cfg, args)
     summary = pipeline.run(cfg, toy_dataset(args.dataset), workdir, mesh=mesh, progress=not args.quiet)
-    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"]}, indent=1))
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
+                     indent=1))
     return summary
 
 

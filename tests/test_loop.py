@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import flax.struct
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -23,7 +23,8 @@ def tiny_config(**changes):
     cfg = configs.override(configs.mnist("cpu"), **{
         "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.snapshots": (2, 4), "teacher.ckpt_every": 2,
         "distill_snapshots": (2, 4), "distill.iterations": 10, "distill.ckpt_every": 5, "distill.warmup": 0,
-        "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24})
+        "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24, "ci_resamples": 10, "record.eval_every": 5,
+        "record.n": 24, "record.ci_resamples": 10})
     return configs.override(cfg, **changes)
 
 
@@ -62,8 +63,14 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     snap = ref["snapshots"]["4"]
     assert snap["delta_e"] >= 0 and 0 < snap["memorization"]["r_min"] <= snap["memorization"]["r_mean"] <= 1
     assert -1 <= snap["boundary"]["corr_d_delta"] <= 1
+    stats = np.load(tmp_path / "a" / "student_4" / "copying_stats.npz")       # Fig. 5 without its confound
+    dist_1 = np.load(tmp_path / "a" / "student_4" / "samples.npz")["dist_phi1"][:16]
+    assert snap["boundary"]["partial_corr_d_delta_given_dist_phi1"] == pytest.approx(
+        pipeline.metrics.partial_correlation(stats["d_z"], stats["delta"], dist_1))
+    assert snap["delta_e_ci"][0] <= snap["delta_e"] <= snap["delta_e_ci"][1] and "kappa_phi1" in snap
+    assert [r["step"] for r in map(json.loads, (tmp_path / "a" / "student_4" / "record.jsonl").open())] == [0, 5, 10]
     for png in ("quadruples.png", "quintuples.png", "heatmap.png", "pca.png", "boundary.png", "distances.png",
-                "memorization.png", "dm_loss.png"):
+                "memorization.png", "dm_loss.png", "convergence.png"):
         assert (tmp_path / "a" / "student_4" / png).stat().st_size > 1000, png
     assert (tmp_path / "a" / "dm_loss.png").exists()
     samples = np.load(tmp_path / "a" / "student_4" / "samples.npz")

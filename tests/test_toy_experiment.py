@@ -22,7 +22,8 @@ TINY = ["--dataset=chessboard", "--teacher_steps=60", "--distill_iterations=30",
 
 
 SMALL = {"teacher.chunk": 10, "teacher.ckpt_every": 20, "distill.chunk": 10, "distill.ckpt_every": 10,
-         "net_kwargs": {"features": (32, 32)}}
+         "net_kwargs": {"features": (32, 32)}, "record.eval_every": 10, "record.n": 32, "record.ci_resamples": 10,
+         "ci_resamples": 20}
 
 
 def _small(monkeypatch):
@@ -49,11 +50,21 @@ def test_outputs(reference_run):
     workdir, summary = reference_run
     res = json.loads((workdir / "results.json").read_text())
     snap = res["snapshots"]["60"]
-    for key in ("delta_e", "e_dt", "e_ot", "fit", "final_dm_loss", "distill_wall_s"):
+    for key in ("delta_e", "e_dt", "e_ot", "fit", "final_dm_loss", "distill_wall_s", "delta_e_null",
+                "kappa_reliable", "delta_e_null_phi1", "converged", "convergence"):
         assert key in snap
+    for suffix in ("", "_phi1"):    # intervals bracket the estimates; kappa = Delta_E / Delta_E_null
+        lo, hi = snap[f"delta_e{suffix}_ci"]
+        assert lo <= snap[f"delta_e{suffix}"] <= hi and hi > lo
+        assert snap[f"kappa{suffix}_ci"][0] <= snap[f"kappa{suffix}"] <= snap[f"kappa{suffix}_ci"][1]
+        assert snap[f"kappa{suffix}"] == pytest.approx(snap[f"delta_e{suffix}"] / snap[f"delta_e_null{suffix}"])
+    assert res["table_ci"]["60"]["delta_e_ci"] == snap["delta_e_ci"]
+    rows = [json.loads(line) for line in (workdir / "student_60" / "record.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 10, 20, 30] and snap["convergence"]["record_evals"] == 4
+    assert snap["convergence"]["iterations"] == 30 and snap["converged"] in (True, False)
     assert snap["delta_e"] >= 0 and snap["e_dt"] >= snap["e_ot"] > 0
     assert res["config"]["teacher"]["steps"] == 60
-    for png in ("pairing.png", "heatmap.png", "dm_loss.png"):
+    for png in ("pairing.png", "heatmap.png", "dm_loss.png", "convergence.png"):
         assert (workdir / "student_60" / png).stat().st_size > 1000
     log = loop.read_log(workdir / "student_60" / "metrics.jsonl")
     assert list(log["step"]) == list(range(30))          # a log line per iteration
@@ -129,6 +140,11 @@ def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeyp
     snap = resumed["snapshots"]["60"]
     assert 0 < walls[1]["distill_60"] < walls[2]["distill_60"] == snap["distill_wall_s"]
     assert resumed["total_wall_s"] == pytest.approx(sum(walls[2].values()))
+
+    assert resumed["table_ci"] == summary["table_ci"]
+    rows = lambda w: [{k: v for k, v in json.loads(line).items() if k != "eval_s"}   # the record, resumed exactly
+                      for line in (w / "student_60" / "record.jsonl").read_text().splitlines()]
+    assert rows(tmp_path) == rows(reference_run[0])
 
 
 # The toy experiment in a child process, with every Orbax save held open 1 s before its final rename (only here,

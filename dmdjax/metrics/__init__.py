@@ -12,11 +12,12 @@ statistics of Sec. 4 (`neighbours`) and the PCA views of Fig. 1 / 9 (`projection
     memorization_ratio(samples, train) -> r(y), neighbour indices          Sec. 4.1.2, Fig. 12
     mean_train_distance(samples, train) -> D(z)                             Sec. 4.2.1, Fig. 5
     relative_displacement(student, teacher_1, teacher_k) -> delta(z)        Fig. 5
+    partial_correlation(x, y, control)                                      Fig. 5 without its confound
     pca_projection(reference, *others, n_components=2)                      Fig. 1, 9
 """
 from dmdjax.metrics.copying import CopyingIndex, CopyingIndexCI, copying_index, copying_index_ci, e_null
 from dmdjax.metrics.neighbours import (MemorizationRatio, mean_train_distance, memorization_ratio,
-                                       relative_displacement)
+                                       partial_correlation, relative_displacement)
 from dmdjax.metrics.projection import pca_projection
 from dmdjax.metrics.transport import (PairingCI, TransportEnergies, e_dt, e_ot, pairing_inefficiency,
                                       pairing_inefficiency_ci, transport_energies)
@@ -26,4 +27,5 @@ __all__ = [
     "MemorizationRatio", "PairingCI", "TransportEnergies", "e_dt", "e_ot", "mean_train_distance",
     "memorization_ratio", "pairing_inefficiency", "pairing_inefficiency_ci", "pca_projection",
     "relative_displacement", "transport_energies",
+    "partial_correlation",
 ]

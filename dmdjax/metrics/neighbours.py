@@ -5,6 +5,8 @@
                                                   writes the reciprocal)
     D(z)     = mean_{x in train} ||Phi_K(z) - x|| (Fig. 5, horizontal axis)
     delta(z) = ||G(z) - Phi_K(z)|| - ||Phi_1(z) - Phi_K(z)||  (Fig. 5, vertical axis)
+    partial_correlation(x, y, control)          corr(x, y) with a linear effect of `control` removed from both
+                                                (Fig. 5: D(z) vs delta(z) given ||Phi_1(z) - Phi_K(z)||)
 
 Training sets are processed in blocks of `batch_size` rows (lax.scan), so memory is O(N * batch_size) beyond
 the inputs. All functions are jittable; concrete inputs return numpy arrays.
@@ -136,3 +138,31 @@ def relative_displacement(student, teacher_1, teacher_k):
         return jnp.sqrt(costs.paired_sq_dists(g, pk)) - jnp.sqrt(costs.paired_sq_dists(p1, pk))
     g, p1, pk = (np.asarray(a, np.float64) for a in (g, p1, pk))
     return np.sqrt(costs.paired_sq_dists(g, pk)) - np.sqrt(costs.paired_sq_dists(p1, pk))
+
+
+def partial_correlation(x, y, control) -> float:
+    """Partial correlation of x and y given `control` (three (N,) arrays, N >= 3): the Pearson correlation of
+    the residuals of x and y after a least-squares fit a + b * control; equal to
+    (r_xy - r_xc r_yc) / sqrt((1 - r_xc^2) (1 - r_yc^2)).
+
+    Fig. 5: delta(z) scales with ||Phi_1(z) - Phi_K(z)||, which grows with D(z) by construction; the partial
+    correlation given that distance is what is left of corr(D(z), delta(z)) beyond it. Returns NaN when x or y
+    has no variation left after removing the control (e.g. constant, or an exact linear function of it). A
+    constant control removes nothing: the result is corr(x, y).
+    """
+    x, y, c = (np.asarray(a, np.float64).reshape(-1) for a in (x, y, control))
+    if not len(x) == len(y) == len(c) or len(x) < 3:
+        raise ValueError(f"x, y and control must be (N,) arrays of one length N >= 3, got {len(x)}, {len(y)}, "
+                         f"{len(c)}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(np.isfinite(c))):
+        raise ValueError("x, y and control must be finite (NaN or inf found)")
+    x, y, c = x - x.mean(), y - y.mean(), c - c.mean()
+    cc = float(c @ c)
+    # Residuals of the regression on the control, then their correlation (no cancellation when |r_xc| ~ 1).
+    rx = x - (x @ c / cc) * c if cc > 0 else x
+    ry = y - (y @ c / cc) * c if cc > 0 else y
+    sx, sy = float(np.sqrt(rx @ rx)), float(np.sqrt(ry @ ry))
+    tol = 1e-12
+    if sx <= tol * max(float(np.sqrt(x @ x)), 1e-300) or sy <= tol * max(float(np.sqrt(y @ y)), 1e-300):
+        return float("nan")
+    return float(np.clip(rx @ ry / (sx * sy), -1.0, 1.0))

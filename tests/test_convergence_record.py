@@ -1,0 +1,154 @@
+"""The convergence record (dmdjax.record) in the training loop: what it measures, exact resume, the stop rule;
+and the partial correlation of Fig. 5. A fake 'student' (a point set rotating towards a target) keeps it fast."""
+import json
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dmdjax import loop, metrics, record
+from dmdjax.checkpoint import Checkpointer
+
+X = np.random.default_rng(0).normal(size=(40, 2)) * [3.0, 0.5]   # Phi_1: G at initialisation
+TARGET = 2.0                                                # Phi_K: X rotated by TARGET radians
+
+
+@flax.struct.dataclass
+class Gen:
+    params: jax.Array
+
+
+@flax.struct.dataclass
+class State:
+    step: jax.Array
+    gen: Gen
+
+
+def _rotate(points, angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
+
+
+def _step(state, consts):
+    """The angle approaches TARGET geometrically: the set moves (and re-pairs) early, then settles."""
+    angle = state.gen.params + 0.15 * (TARGET - state.gen.params)
+    return State(step=state.step + 1, gen=Gen(angle)), {"loss": TARGET - angle}
+
+
+def _generate(params):
+    return _rotate(X, float(params))
+
+
+def _run(tmp, num_steps, cfg, ckpt_every=15, chunk=15):
+    rec = record.Recorder(cfg, tmp / "record.jsonl", _rotate(X, TARGET), X, _generate,
+                          lambda: record.finished_checkpoint(tmp / "ckpt"))
+    state = State(step=jnp.zeros((), jnp.int32), gen=Gen(jnp.zeros(())))
+    return loop.run_loop(_step, state, None, num_steps=num_steps, ckpt=Checkpointer(tmp / "ckpt"),
+                         log_path=tmp / "log.jsonl", chunk=chunk, ckpt_every=ckpt_every, progress=False,
+                         callback=rec, callback_every=cfg.eval_every)
+
+
+def _rows(path, drop=("eval_s",)):
+    return [{k: v for k, v in r.items() if k not in drop} for r in record.read_record(path)]
+
+
+CFG = record.RecordConfig(eval_every=5, n=40, ci_resamples=20, patience=2, fit_factor=1.2, fit_tol=0.02,
+                          kappa_tol=0.02, move_tol=0.01)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    _run(tmp, 60, CFG)
+    return _rows(tmp / "record.jsonl")
+
+
+def test_record_measures_the_student(full):
+    assert [r["step"] for r in full] == list(range(0, 61, 5))
+    first, last = full[0], full[-1]
+    assert first["covered"] == pytest.approx(0.0, abs=1e-12) and last["covered"] > 0.8   # Phi_1 -> Phi_K
+    assert last["fit_ratio"] < first["fit_ratio"]
+    moves = [r["delta_e_move"] for r in full[1:]]
+    assert first["delta_e_move"] is None and max(moves[:3]) > 0.01      # the pairing moves early on ...
+    assert moves[-1] < max(moves[:3])                                   # ... and less once the set settles
+    for r in full:   # the intervals bracket the estimates
+        assert r["delta_e_ci"][0] <= r["delta_e"] <= r["delta_e_ci"][1]
+        assert r["kappa_ci"][0] <= r["kappa"] <= r["kappa_ci"][1]
+    direct = metrics.copying_index(_rotate(X, TARGET), _generate(_angle(full[4]["step"])))   # independent G_20
+    assert full[4]["kappa"] == pytest.approx(float(direct.kappa), rel=1e-4)
+    assert full[2]["fit_change"] is not None and full[1]["fit_change"] is None    # window of patience = 2 rows
+
+
+def _angle(step):
+    """The fake student's angle after `step` steps, in closed form."""
+    return TARGET * (1 - 0.85 ** step)
+
+
+def test_resume_gives_the_same_record(full, tmp_path):
+    """Killed at 45 (not a multiple of eval_every; resumes from the kept G of step 40) with a row written after
+    that checkpoint (step 50, must be replaced); the resumed record equals the uninterrupted one."""
+    _run(tmp_path, 45, CFG)
+    with (tmp_path / "record.jsonl").open("a") as f:
+        f.write(json.dumps({**full[-1], "step": 50, "delta_e": 123.0, "stop": False}) + "\n")
+    kept = sorted(p.name for p in (tmp_path / "record_g").iterdir())
+    assert "00000040.npy" in kept                        # G of the last row before the checkpoint
+    _run(tmp_path, 60, CFG)
+    assert _rows(tmp_path / "record.jsonl") == full
+
+
+def test_stop_rule_stops_and_stays_stopped(full, tmp_path):
+    cfg = record.RecordConfig(**{**CFG.__dict__, "until_converged": True})
+    expected = next(r["step"] for i, r in enumerate(full) if record.convergence(full[:i + 1], cfg)["converged"])
+    assert 0 < expected < 60
+    state = _run(tmp_path, 60, cfg)
+    assert int(state.step) == expected and Checkpointer(tmp_path / "ckpt").latest_step() == expected
+    rows = _rows(tmp_path / "record.jsonl")
+    assert rows[-1]["stop"] and not any(r["stop"] for r in rows[:-1])
+    assert _rows(tmp_path / "record.jsonl", ("eval_s", "stop")) == [
+        {k: v for k, v in r.items() if k != "stop"} for r in full if r["step"] <= expected]
+    again = _run(tmp_path, 60, cfg)                       # a rerun stays stopped and trains nothing
+    assert int(again.step) == expected and _rows(tmp_path / "record.jsonl") == rows
+    assert len(loop.read_log(tmp_path / "log.jsonl")["step"]) == expected
+    verdict = record.convergence(record.read_record(tmp_path / "record.jsonl"), cfg)
+    assert verdict["converged"] and all(c["ok"] for c in verdict["last"])
+    strict = record.RecordConfig(**{**cfg.__dict__, "fit_factor": 1e-3})   # never close enough: runs to the max
+    assert int(_run(tmp_path / "strict", 60, strict).step) == 60
+    assert not record.convergence(record.read_record(tmp_path / "strict" / "record.jsonl"), strict)["converged"]
+
+
+def test_bad_record_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="multiple of distill.gen_every"):
+        record.RecordConfig(eval_every=7).validate(gen_every=5)
+    with pytest.raises(ValueError, match="needs the record"):
+        record.RecordConfig(until_converged=True).validate()
+
+
+def test_partial_correlation_against_residual_regression():
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=300)
+    x = 2 * c + rng.normal(size=300)
+    y = -c + 0.5 * x + rng.normal(size=300)
+
+    def residual(v):   # least squares on [1, c], directly
+        design = np.stack([np.ones_like(c), c], axis=1)
+        return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
+    direct = np.corrcoef(residual(x), residual(y))[0, 1]
+    assert metrics.partial_correlation(x, y, c) == pytest.approx(direct, abs=1e-10)
+    # confounded: x and y both follow c with independent noise -> strongly correlated, partially ~ 0
+    x2, y2 = c + 0.3 * rng.normal(size=300), c + 0.3 * rng.normal(size=300)
+    assert np.corrcoef(x2, y2)[0, 1] > 0.8 and abs(metrics.partial_correlation(x2, y2, c)) < 0.15
+    assert metrics.partial_correlation(x, y, np.ones(300)) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert np.isnan(metrics.partial_correlation(3 * c + 1, y, c))      # nothing left of x beyond c
+    with pytest.raises(ValueError, match="one length"):
+        metrics.partial_correlation(x, y[:5], c)
+
+
+def test_collapsed_student_is_not_converged(full):
+    """Shrinking G_t towards its mean keeps fit and pairing still, but the spread criterion refuses it."""
+    cfg = record.RecordConfig(**{**CFG.__dict__, "fit_factor": 1e9})
+    assert record.convergence(full, cfg)["converged"]
+    shrunk = [{**r, "spread_ratio": 0.05} for r in full]
+    verdict = record.convergence(shrunk, cfg)
+    assert not verdict["converged"] and verdict["last"][-1]["spread_ratio"] == 0.05
