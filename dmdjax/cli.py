@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from dmdjax import configs
 
@@ -96,4 +97,6 @@ def mnist_dataset(cfg, mnist_dir=None):
     from dmdjax.data.mnist import load_mnist
     from dmdjax.pipeline import image_dataset
     images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
-    return image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))
+    test_images, test_labels = load_mnist("test", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
+    data = image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))
+    return dataclasses.replace(data, test_images=test_images, test_labels=test_labels)   # held-out quality

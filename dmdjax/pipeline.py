@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmdjax import distill, figures, loop, metrics, parallel, sampling, teacher
+from dmdjax import distill, figures, loop, metrics, parallel, quality, sampling, teacher
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.nets import MLP, Denoiser
 
@@ -39,6 +39,8 @@ class Dataset:
     label_dim: int = 0
     kind: str = "points"          # "points" (toys: scatter figures) or "images"
     train_images: Any = None      # (M, ...) for memorization statistics, images only
+    test_images: Any = None       # (M', ...) held-out split: teacher quality, held-out fit (dmdjax.quality)
+    test_labels: Any = None       # (M',) int labels of test_images (classifier accuracy, conditional EDM loss)
 
 
 def image_dataset(name: str, images, labels, label_dim: int = 0) -> Dataset:
@@ -78,6 +80,7 @@ class Config:
     eval_batch: int = 1000
     seed: int = 0
     compute_dtype: str = "float32"         # network interior: "float32" or "bfloat16" (GPU/TPU; DMD2's --use_fp16)
+    classifier_steps: int = 1500           # MNIST: training steps of the Frechet-distance classifier; 0 = no FD
 
     def snapshots(self) -> tuple[int, ...]:
         return tuple(sorted(self.distill_snapshots)) or (self.teacher.steps,)
@@ -96,6 +99,8 @@ class Config:
         bad = [s for s in self.snapshots() if not 1 <= s <= self.teacher.steps]
         if bad:
             raise ValueError(f"snapshots {bad} lie outside 1..teacher.steps={self.teacher.steps}")
+        if self.classifier_steps < 0:
+            raise ValueError(f"classifier_steps must be >= 0 (0 = no Frechet distance), got {self.classifier_steps}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
 
@@ -273,6 +278,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         pairing_figures(s, dist_1, dist_g, outdir, cfg)
     if data.train_images is not None:
         result.update(copying_statistics(s, data.train_images, outdir, cfg))
+    if data.kind == "images" and data.test_images is not None:   # held-out teacher quality, classifier FD
+        result.update(quality.heldout_metrics(cfg, data, model, teacher_params, s))
     extra = {} if labels is None else {"labels": np.asarray(labels)}
     np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment),
                         dist_phi1=dist_1, dist_g=dist_g, **extra, **s)
@@ -363,6 +370,7 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         summary["snapshots"][str(snap)] = result
     curves = {f"teacher {s}": _dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()}
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
+    quality.save_teacher_quality(summary, workdir, cfg.k_ref)   # summary["teacher_quality"], teacher_quality.png
     summary["table"] = {s: r["delta_e"] for s, r in summary["snapshots"].items()}
     summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
     _write_json(workdir / "results.json", summary)

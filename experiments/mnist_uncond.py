@@ -29,7 +29,8 @@ def main(argv=None, conditional: bool = False) -> dict:
     data = mnist_dataset(cfg, args.mnist_dir)
     summary = pipeline.run(cfg, data, args.workdir, mesh=device_mesh(args),
                            progress=not args.quiet)
-    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"]}, indent=1))
+    held_out = {k: summary[k] for k in ("classifier_test_accuracy", "teacher_quality") if k in summary}
+    print(json.dumps({"workdir": args.workdir, "delta_e": summary["table"], **held_out}, indent=1))
     return summary
 
 
