@@ -1,8 +1,8 @@
 """Held-out quality of teachers and students on image data (MNIST's test split).
 
 Per teacher snapshot (`teacher_quality`):
-  - the held-out EDM denoising loss: E_x E_eps lambda(sigma) ||D(x + sigma eps; sigma) - x||^2 / d on the test
-    images, with EDM's weighting lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (the weighting
+  - the held-out EDM denoising loss: E_x E_eps lambda(sigma) ||D(x + sigma eps; sigma) - x||^2 / d on the first
+    `EDM_LOSS_N` test images, with EDM's weighting lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (the weighting
     of `diffusion.edm_loss`, REFERENCE 2.2), on a fixed grid of `SIGMA_GRID_SIZE` noise levels: the mid-quantiles
     of EDM's training distribution ln sigma ~ N(P_MEAN, P_STD^2), so that the grid mean is a quadrature of the
     training objective. Noise is drawn from a fixed key (the same for every snapshot).
@@ -30,6 +30,7 @@ __all__ = ["SIGMA_GRID_SIZE", "frechet_scores", "heldout_edm_loss", "heldout_fit
            "reference_images", "save_teacher_quality", "sigma_grid", "teacher_quality_figure", "teacher_quality_table"]
 
 SIGMA_GRID_SIZE = 8
+EDM_LOSS_N = 256                   # test images in the held-out EDM loss (each at every grid sigma)
 CLASSIFIER_DATASETS = ("mnist",)   # data sets whose name selects the digit classifier's Frechet distance
 
 
@@ -99,6 +100,21 @@ def frechet_scores(clf: classifier.Classifier, sets: dict, reference) -> dict:
     return {name: frechet_distance(classifier.features(clf, images), ref) for name, images in sets.items()}
 
 
+_MEMO: dict = {}   # the last classifier, so that the students of one run do not reload (and re-hash) it
+
+
+def _classifier_for(data, ccfg) -> classifier.Classifier:
+    """`classifier.load_or_train` for this Dataset, remembered for the next student of the same run (the memo
+    holds the data arrays themselves, so their ids cannot be reused by other arrays)."""
+    key = (data.name, id(data.train_images), id(data.test_images), ccfg)
+    if _MEMO.get("key") != key:
+        clf = classifier.load_or_train(data.name, data.train_images, np.asarray(data.consts[1]), data.test_images,
+                                       data.test_labels, ccfg)
+        _MEMO.clear()
+        _MEMO.update(key=key, clf=clf, arrays=(data.train_images, data.test_images))
+    return _MEMO["clf"]
+
+
 def heldout_metrics(cfg, data, model, teacher_params, samples: dict) -> dict:
     """Pipeline hook (image data with `test_images`): {"teacher_quality": ..., "frechet": ..., "classifier": ...,
     "quality_wall_s": seconds}. `samples` holds Phi_1, Phi_K, G on the shared noises; the first cfg.eval_n are
@@ -112,20 +128,20 @@ def heldout_metrics(cfg, data, model, teacher_params, samples: dict) -> dict:
     if data.label_dim:
         labels = jax.nn.one_hot(np.asarray(data.test_labels[:n]), data.label_dim)
     out = {"teacher_quality": {
-        "heldout_edm_loss": heldout_edm_loss(model, teacher_params, test, labels, seed=cfg.seed,
+        "heldout_edm_loss": heldout_edm_loss(model, teacher_params, test[:EDM_LOSS_N],
+                                             None if labels is None else labels[:EDM_LOSS_N], seed=cfg.seed,
                                              batch=cfg.eval_batch),
         f"fit_phi_{k}": heldout_fit(samples[f"phi_{k}"][:n], test, ref)}}
     steps = getattr(cfg, "classifier_steps", 0)
     if data.name in CLASSIFIER_DATASETS and steps > 0 and data.test_labels is not None:
         ccfg = classifier.ClassifierConfig(steps=steps)
-        clf = classifier.load_or_train(data.name, data.train_images, np.asarray(data.consts[1]), data.test_images,
-                                       data.test_labels, ccfg)
+        clf = _classifier_for(data, ccfg)
         sets = {"g": samples["g"][:n], "phi_1": samples["phi_1"][:n], f"phi_{k}": samples[f"phi_{k}"][:n],
                 "test": test}
         out["frechet"] = {**frechet_scores(clf, sets, ref), "reference": "train", "n": n,
                           "feature_dim": ccfg.feature_dim}
         out["classifier"] = {"test_accuracy": clf.test_accuracy, "steps": steps, "cache": str(clf.path),
-                             "trained_now": clf.trained, "train_wall_s": clf.train_wall_s}
+                             "trained_in_this_process": clf.trained, "train_wall_s": clf.train_wall_s}
     out["quality_wall_s"] = time.perf_counter() - t0
     return out
 
