@@ -175,11 +175,11 @@ def teacher_quality_figure(table: dict, k_ref: int = 8):
     axes[0].plot(x, [table[s]["heldout_edm_loss"] for s in steps], "o-")
     axes[0].set_ylabel("held-out EDM loss (lambda-weighted)")
     axes[1].plot(x, [table[s]["w2_test"] for s in steps], "o-", label=f"Phi_{k_ref} vs test")
-    axes[1].plot(x, [table[s]["w2_train_floor"] for s in steps], "k--", label="train vs test (floor)")
+    axes[1].plot(x, [table[s]["w2_train_floor"] for s in steps], "kx--", label="train vs test (floor)")
     axes[1].set_ylabel("W2")
     axes[1].legend(fontsize=8)
     if has_fd:
-        for name, style in (("g", "o-"), ("phi_1", "s-"), (f"phi_{k_ref}", "^-"), ("test", "k--")):
+        for name, style in (("g", "o-"), ("phi_1", "s-"), (f"phi_{k_ref}", "^-"), ("test", "kx--")):
             axes[2].plot(x, [table[s].get(f"fd_{name}", np.nan) for s in steps], style, label=name)
         axes[2].set_ylabel("Frechet distance to train (classifier features)")
         axes[2].set_yscale("log")
