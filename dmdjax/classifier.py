@@ -105,7 +105,7 @@ def _init(cfg: ClassifierConfig, shape) -> Any:
 @functools.lru_cache(maxsize=4)
 def _train_step(cfg: ClassifierConfig):
     """One jitted Adam step `(params, opt_state), i, images, labels -> (params, opt_state), loss`. Called from a
-    Python loop: XLA:CPU runs convolutions inside a scan's while loop ~30x slower."""
+    Python loop: XLA:CPU runs convolutions inside a scan's while loop far slower."""
     model, tx = _model(cfg), optax.adam(cfg.lr)
 
     @jax.jit
