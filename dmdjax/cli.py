@@ -464,11 +464,14 @@ def mnist_dataset(cfg, mnist_dir=None):
     from dmdjax.pipeline import image_dataset
     try:
         images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
+        test_images, test_labels = load_mnist("test", manual_dir=mnist_dir,
+                                              resolution=cfg.net_kwargs["img_resolution"])
     except ModuleNotFoundError as e:
         if "dmdjax[mnist]" in str(e):
             raise ConfigError(str(e)) from e
         raise
-    return image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))
+    data = image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))
+    return dataclasses.replace(data, test_images=test_images, test_labels=test_labels)   # held-out quality
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmdjax import distill, figures, loop, metrics, parallel, record, sampling, teacher, tensorboard
+from dmdjax import distill, figures, loop, metrics, parallel, quality, record, sampling, teacher, tensorboard
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.nets import MLP, Denoiser
 
@@ -44,6 +44,8 @@ class Dataset:
     label_dim: int = 0
     kind: str = "points"          # "points" (toys: scatter figures) or "images"
     train_images: Any = None      # (M, ...) for memorization statistics, images only
+    test_images: Any = None       # (M', ...) held-out split: teacher quality, held-out fit (dmdjax.quality)
+    test_labels: Any = None       # (M',) int labels of test_images (classifier accuracy, conditional EDM loss)
 
 
 def image_dataset(name: str, images, labels, label_dim: int = 0) -> Dataset:
@@ -86,6 +88,7 @@ class Config:
     ci_resamples: int = 100                # half-sample replicates of the Delta_E / kappa intervals (exact OT at N/2)
     ci_level: float = 0.95
     record: record.RecordConfig = record.RecordConfig()   # convergence record and stop rule during distillation
+    classifier_steps: int = 1500           # MNIST: training steps of the Frechet-distance classifier; 0 = no FD
 
     def snapshots(self) -> tuple[int, ...]:
         return tuple(sorted(self.distill_snapshots)) or (self.teacher.steps,)
@@ -108,6 +111,8 @@ class Config:
             raise ValueError(f"ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
                              f"{self.ci_level}")
         self.record.validate(self.distill.gen_every)
+        if self.classifier_steps < 0:
+            raise ValueError(f"classifier_steps must be >= 0 (0 = no Frechet distance), got {self.classifier_steps}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
 
@@ -333,6 +338,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         pairing_figures(s, dist_1, dist_g, outdir, cfg)
     if data.train_images is not None:
         result.update(copying_statistics(s, data.train_images, outdir, cfg))
+    if data.kind == "images" and data.test_images is not None:   # held-out teacher quality, classifier FD
+        result.update(quality.heldout_metrics(cfg, data, model, teacher_params, s))
     extra = {} if labels is None else {"labels": np.asarray(labels)}
     np.savez_compressed(outdir / "samples.npz", z=np.asarray(z), assignment=np.asarray(te.assignment),
                         dist_phi1=dist_1, dist_g=dist_g, **extra, **s)
@@ -456,6 +463,7 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         summary["snapshots"][str(snap)] = result
     curves = {f"teacher {s}": _dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()}
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
+    quality.save_teacher_quality(summary, workdir, cfg.k_ref)   # summary["teacher_quality"], teacher_quality.png
     summary["table"] = {s: r["delta_e"] for s, r in summary["snapshots"].items()}
     summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
                                                  "delta_e_phi1", "delta_e_phi1_ci", "kappa_phi1", "converged")

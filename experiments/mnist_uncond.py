@@ -32,8 +32,9 @@ def main(argv=None, conditional: bool = False) -> dict:
     cli.announce(cfg, args)
     data = cli.mnist_dataset(cfg, args.mnist_dir)
     summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet)
-    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
-                     indent=1))
+    held_out = {k: summary[k] for k in ("classifier_test_accuracy", "teacher_quality") if k in summary}
+    print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"],
+                      **held_out}, indent=1))
     return summary
 
 

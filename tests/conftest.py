@@ -21,6 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DMDJAX_SHARED", REPO.parent / "shared"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never read or write the user's ~/.cache/dmdjax (the MNIST classifier cache, dmdjax.classifier)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DMDJAX_CACHE", str(tmp_path_factory.mktemp("dmdjax_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The read-only ../shared folder (paper, reference, fixtures, MNIST files); DMDJAX_SHARED overrides."""

@@ -24,7 +24,7 @@ def tiny_config(**changes):
         "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.snapshots": (2, 4), "teacher.ckpt_every": 2,
         "distill_snapshots": (2, 4), "distill.iterations": 10, "distill.ckpt_every": 5, "distill.warmup": 0,
         "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24, "ci_resamples": 10, "record.eval_every": 5,
-        "record.n": 24, "record.ci_resamples": 10})
+        "record.n": 24, "record.ci_resamples": 10, "classifier_steps": 20})
     return configs.override(cfg, **changes)
 
 
@@ -73,6 +73,10 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
                 "memorization.png", "dm_loss.png", "convergence.png"):
         assert (tmp_path / "a" / "student_4" / png).stat().st_size > 1000, png
     assert (tmp_path / "a" / "dm_loss.png").exists()
+    # held-out quality (dmdjax.quality): teacher EDM loss and fit on the test split, classifier FD at the same N
+    assert snap["teacher_quality"]["fit_phi_8"]["n"] == 16 and snap["teacher_quality"]["heldout_edm_loss"]["loss"] > 0
+    assert set(snap["frechet"]) >= {"g", "phi_1", "phi_8", "test"} and 0 <= snap["classifier"]["test_accuracy"] <= 1
+    assert set(ref["teacher_quality"]) == {"2", "4"} and (tmp_path / "a" / "teacher_quality.png").exists()
     samples = np.load(tmp_path / "a" / "student_4" / "samples.npz")
     # Delta_E on eval_n = 16 noises; Phi_1, Phi_8, G on pca_n = 24 for the PCA figure; Phi_32 on n_show = 8
     assert samples["phi_32"].shape == (8, 8, 8, 1) and samples["phi_8"].shape == (24, 8, 8, 1)

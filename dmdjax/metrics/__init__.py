@@ -16,6 +16,7 @@ statistics of Sec. 4 (`neighbours`) and the PCA views of Fig. 1 / 9 (`projection
     pca_projection(reference, *others, n_components=2)                      Fig. 1, 9
 """
 from dmdjax.metrics.copying import CopyingIndex, CopyingIndexCI, copying_index, copying_index_ci, e_null
+from dmdjax.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_from_stats
 from dmdjax.metrics.neighbours import (MemorizationRatio, mean_train_distance, memorization_ratio,
                                        partial_correlation, relative_displacement)
 from dmdjax.metrics.projection import pca_projection
@@ -24,6 +25,7 @@ from dmdjax.metrics.transport import (PairingCI, TransportEnergies, e_dt, e_ot, 
 
 __all__ = [
     "CopyingIndex", "CopyingIndexCI", "copying_index", "copying_index_ci", "e_null",
+    "feature_statistics", "frechet_distance", "frechet_distance_from_stats",
     "MemorizationRatio", "PairingCI", "TransportEnergies", "e_dt", "e_ot", "mean_train_distance",
     "memorization_ratio", "pairing_inefficiency", "pairing_inefficiency_ci", "pca_projection",
     "relative_displacement", "transport_energies",
