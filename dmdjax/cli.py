@@ -35,10 +35,12 @@ __all__ = [
     "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
     "default_preset", "resolve_preset", "apply_common_flags", "apply_sets", "describe", "print_config_and_exit",
     "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh", "snapshot_list",
-    "default_snapshots", "add_mnist_flags", "mnist_dataset", "run", "DEBUG_ENV",
+    "default_snapshots", "add_mnist_flags", "mnist_dataset", "run", "DEBUG_ENV", "compile_cache_dir",
+    "COMPILE_CACHE_ENV",
 ]
 
 DEBUG_ENV = "DMDJAX_DEBUG"
+COMPILE_CACHE_ENV = "DMDJAX_COMPILE_CACHE"
 RUNS_DIR = "runs"
 
 
@@ -117,6 +119,10 @@ def add_common_flags(parser: argparse.ArgumentParser, presets: Callable[[str], A
                         help="stop each student when the record says it converged (--distill_iterations = maximum)")
     parser.add_argument("--no_xla_tuning", action="store_true",
                         help="keep XLA:CPU's default kernels and glibc's default allocator (see dmdjax/xla_cpu.py)")
+    parser.add_argument("--compile_cache", default=None,
+                        help=f"JAX's persistent compilation cache: a rerun or resume skips the compiles of an "
+                             f"earlier run (default: ${COMPILE_CACHE_ENV}, else $DMDJAX_CACHE/jax, else "
+                             f"~/.cache/dmdjax/jax; 'none' turns it off)")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error (also: environment variable {DEBUG_ENV}=1)")
     if presets is not None:
@@ -136,13 +142,26 @@ def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
 
 def start(args) -> None:
     """Process set-up an experiment does right after parsing, before any JAX computation (data loading
-    included): XLA:CPU tuning (`xla_cpu.tune`: only on a CPU-only host, unless --no_xla_tuning), then with
-    --distributed jax.distributed.initialize() (coordinator, process count and id from the launcher / TPU)."""
+    included): XLA:CPU tuning (`xla_cpu.tune`: only on a CPU-only host, unless --no_xla_tuning), JAX's
+    persistent compilation cache (`compile_cache_dir`), then with --distributed jax.distributed.initialize()
+    (coordinator, process count and id from the launcher / TPU)."""
     from dmdjax import xla_cpu
     xla_cpu.tune(enable=not getattr(args, "no_xla_tuning", False))
+    import jax
+    cache = compile_cache_dir(getattr(args, "compile_cache", None))
+    if cache is not None:
+        jax.config.update("jax_compilation_cache_dir", str(cache))
     if getattr(args, "distributed", False):
-        import jax
         jax.distributed.initialize()
+
+
+def compile_cache_dir(flag: str | None = None) -> Path | None:
+    """The persistent compilation cache's directory: --compile_cache, else $DMDJAX_COMPILE_CACHE, else
+    $DMDJAX_CACHE/jax, else ~/.cache/dmdjax/jax; None when the flag or the variable is 'none', '0' or ''."""
+    value = flag if flag is not None else os.environ.get(COMPILE_CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "none", "off") else Path(value).expanduser()
+    return Path(os.environ.get("DMDJAX_CACHE") or Path.home() / ".cache" / "dmdjax").expanduser() / "jax"
 
 
 def default_preset() -> str:

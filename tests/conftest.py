@@ -17,6 +17,10 @@ from dmdjax import xla_cpu  # noqa: E402
 
 xla_cpu.tune()
 
+# The experiments' persistent compilation cache (cli.start) stays off in the test process (tests that call an
+# experiment's main() would otherwise turn it on for every later test); tests/test_cli.py tests it in subprocesses.
+os.environ.setdefault("DMDJAX_COMPILE_CACHE", "none")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DMDJAX_SHARED", REPO.parent / "shared"))
 

@@ -210,3 +210,45 @@ def test_parse_has_no_side_effects(monkeypatch):
     assert calls == []
     cli.start(args)
     assert calls == [False]
+
+
+def test_compile_cache_dir_follows_flag_variable_and_default(monkeypatch, tmp_path):
+    monkeypatch.delenv(cli.COMPILE_CACHE_ENV, raising=False)
+    monkeypatch.setenv("DMDJAX_CACHE", str(tmp_path / "c"))
+    assert cli.compile_cache_dir() == tmp_path / "c" / "jax"
+    assert cli.compile_cache_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+    assert cli.compile_cache_dir("none") is None
+    monkeypatch.setenv(cli.COMPILE_CACHE_ENV, "0")
+    assert cli.compile_cache_dir() is None and cli.compile_cache_dir(str(tmp_path)) == tmp_path
+    monkeypatch.setenv(cli.COMPILE_CACHE_ENV, str(tmp_path / "env"))
+    assert cli.compile_cache_dir() == tmp_path / "env"
+
+
+COMPILE_TWICE = """
+import sys, time
+from dmdjax import cli
+parser = cli.make_parser("")
+cli.add_common_flags(parser)
+cli.start(cli.parse(parser, sys.argv[1:]))
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x: jnp.tanh(jnp.cumsum(x ** 2) @ jnp.ones((64, 64))).sum())
+print(float(f(jnp.arange(64.0))))
+"""
+
+
+def test_a_rerun_reads_its_compiles_from_the_persistent_cache(tmp_path):
+    """cli.start points JAX's persistent cache at --compile_cache: the first process writes its programs there,
+    a second one finds them all (no new entry) and computes the same; 'none' writes nothing."""
+    env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop(cli.COMPILE_CACHE_ENV, None)
+    run = lambda flag: subprocess.run([sys.executable, "-c", COMPILE_TWICE, flag], capture_output=True, text=True,
+                                      env=env, timeout=120, check=True).stdout
+    cache = tmp_path / "cc"
+    first = run(f"--compile_cache={cache}")
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries and any(name.startswith("jit_") for name in entries)
+    assert run(f"--compile_cache={cache}") == first
+    assert sorted(p.name for p in cache.iterdir()) == entries
+    env["DMDJAX_CACHE"] = str(tmp_path / "default")
+    run("--compile_cache=none")
+    assert not (tmp_path / "default").exists()
