@@ -119,6 +119,9 @@ def add_common_flags(parser: argparse.ArgumentParser, presets: Callable[[str], A
                         help="stop each student when the record says it converged (--distill_iterations = maximum)")
     parser.add_argument("--no_xla_tuning", action="store_true",
                         help="keep XLA:CPU's default kernels and glibc's default allocator (see dmdjax/xla_cpu.py)")
+    parser.add_argument("--results_dir", default=None,
+                        help="also copy the summary and key figures (no checkpoints or samples) here when the run "
+                             "ends, e.g. results/<experiment> (the committed evidence of quoted numbers)")
     parser.add_argument("--compile_cache", default=None,
                         help=f"JAX's persistent compilation cache: a rerun or resume skips the compiles of an "
                              f"earlier run (default: ${COMPILE_CACHE_ENV}, else $DMDJAX_CACHE/jax, else "
@@ -463,9 +466,10 @@ def snapshot_list(text: str) -> tuple[int, ...]:
     return steps
 
 
-def default_snapshots(teacher_steps: int) -> tuple[int, ...]:
-    """T/8, T/4, T/2, T for a teacher of T steps (the paper's 1024, 2048, 4096, 8192 for T = 8192)."""
-    return tuple(sorted({teacher_steps // d for d in (8, 4, 2, 1)} - {0}))
+def default_snapshots(teacher_steps: int, divisors: Sequence[int] = (8, 4, 2, 1)) -> tuple[int, ...]:
+    """T/8, T/4, T/2, T for a teacher of T steps (the paper's 1024, 2048, 4096, 8192 for T = 8192); other
+    `divisors` give other fractions of T (e.g. 16 adds an early snapshot)."""
+    return tuple(sorted({teacher_steps // d for d in divisors} - {0}))
 
 
 def add_mnist_flags(parser: argparse.ArgumentParser) -> None:

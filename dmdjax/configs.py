@@ -91,6 +91,35 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
                   eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD)
 
 
+TREND_LR = 1e-4          # the study's DMD learning rate (BUILD_NOTES: the learning-rate pilot)
+TREND_ITERATIONS = 1000  # the most DMD iterations per student: lr x iterations >= the paper's 50,000 x 2e-6 = 0.1
+
+
+def mnist_trend(preset: str = "cpu") -> Config:
+    """The teacher-length study (Sec. 4.2, Table 1, Fig. 4-6): students of teacher snapshots from early to late
+    training, each distilled until the convergence record says it converged (`record.until_converged`, at most
+    `distill.iterations`), Delta_E and kappa with intervals, the teacher's floor Delta_E(Phi_8, Phi_32).
+
+        python experiments/mnist_trend.py --workdir=runs/mnist_trend --mnist_dir=../shared/data/mnist \
+            --results_dir=results/mnist_trend
+
+    cpu: the cpu MNIST network (16x16, small ADM), teacher 8192 steps with snapshots T/16..T = 512..8192, DMD at
+    lr TREND_LR for at most TREND_ITERATIONS iterations (the paper's sum of learning rates), record every 100
+    iterations on 200 noises. paper: the paper preset with the same protocol (GPU/TPU).
+    """
+    _check_preset(preset)
+    base = mnist(preset)
+    if preset == "paper":
+        changes = {"distill.ckpt_every": 1000}
+    else:
+        changes = {"teacher.steps": 8192, "teacher.ckpt_every": 512, "distill.iterations": TREND_ITERATIONS,
+                   "distill.lr_gen": TREND_LR, "distill.lr_fake": TREND_LR, "distill.ckpt_every": 100,
+                   "record.eval_every": 100, "record.n": 200}
+    snapshots = (512, 1024, 2048, 4096, 8192)
+    return override(base, name=f"mnist-trend-{preset}", eval_ks=(1, 8, 32), figure_ks=(), distill_snapshots=snapshots,
+                    **{**changes, "teacher.snapshots": snapshots, "record.until_converged": True})
+
+
 def manifold(preset: str = "cpu") -> Config:
     """The conditional synthetic MLP-manifold data set (App. A, Fig. 8-10; `dmdjax.data.manifold`), 10 classes.
 

@@ -97,6 +97,37 @@ def dm_loss_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], zoom: int =
     return fig
 
 
+def copying_trend(snapshots: dict, teacher_quality: dict | None = None):
+    """Delta_E and kappa of each snapshot's student (G) and of its Phi_1, with their intervals, against the
+    teacher's training steps and, when given, against its held-out EDM loss (`quality`): the paper's
+    teacher-length trend (Sec. 4.2, Table 1) on both axes. `snapshots`: {step: results.json of its student}."""
+    steps = sorted(snapshots, key=int)
+    x_axes = [("teacher training steps", np.array([float(s) for s in steps]), "log2")]
+    if teacher_quality:
+        loss = [teacher_quality.get(s, {}).get("heldout_edm_loss") for s in steps]
+        if all(v is not None for v in loss):
+            x_axes.append(("teacher's held-out EDM loss", np.array(loss, float), "linear"))
+    fig, axes = subplots(2, len(x_axes), figsize=(5.2 * len(x_axes), 6.4), squeeze=False)
+    for col, (label, x, scale) in enumerate(x_axes):
+        for row, key in enumerate(("delta_e", "kappa")):
+            ax = axes[row, col]
+            for suffix, name, marker in (("", "G", "o-"), ("_phi1", "Phi_1", "s--")):
+                y = np.array([snapshots[s].get(f"{key}{suffix}", np.nan) for s in steps], float)
+                ci = np.array([snapshots[s].get(f"{key}{suffix}_ci", [np.nan, np.nan]) for s in steps], float)
+                ci = np.where(np.isfinite(ci), ci, np.nan)
+                ax.plot(x, y, marker, ms=4, lw=1, label=name)
+                ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.2)
+            if key == "kappa":
+                ax.axhline(1.0, color="gray", ls=":", lw=1)
+            if scale == "log2":
+                ax.set_xscale("log", base=2)
+            ax.set_xlabel(label)
+            ax.set_ylabel(r"$\Delta_E$ vs $\Phi_8$" if key == "delta_e" else r"$\kappa$ (1 = random pairing)")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _draw_image_rows(axes, rows: dict[str, np.ndarray], n: int) -> None:
     """Fill a (len(rows), n) grid of axes: row r shows the first n images of rows' r-th entry, labelled."""
     for r, (name, imgs) in enumerate(rows.items()):

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -84,6 +85,7 @@ class Config:
     k_ref: int = 8                         # Phi_K the student is compared with (paper: K = 8)
     eval_batch: int = 1000
     seed: int = 0
+    distill_seed: int | None = None        # the students' PRNG stream (DMD draws) when set; teacher and noises: seed
     compute_dtype: str = "float32"         # network interior: "float32" or "bfloat16" (GPU/TPU; DMD2's --use_fp16)
     ci_resamples: int = 100                # half-sample replicates of the Delta_E / kappa intervals (exact OT at N/2)
     ci_level: float = 0.95
@@ -92,6 +94,15 @@ class Config:
 
     def snapshots(self) -> tuple[int, ...]:
         return tuple(sorted(self.distill_snapshots)) or (self.teacher.steps,)
+
+    def distill_order(self) -> tuple[int, ...]:
+        """The snapshots in the order they are distilled: the earliest and the latest first (half a run already
+        compares the two ends of teacher training), then the others in increasing order."""
+        snaps = self.snapshots()
+        return snaps if len(snaps) <= 2 else (snaps[0], snaps[-1], *snaps[1:-1])
+
+    def student_seed(self) -> int:
+        return self.seed if self.distill_seed is None else self.distill_seed
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -181,9 +192,9 @@ def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: P
     holds the classifier head; with DMD1's regression term it takes N_ref teacher pairs, computed once and kept in
     outdir/regression_pairs.npz (distill.py). Both off: plain DMD, as before."""
     dcfg = cfg.distill
-    step = _distill_step(model, dcfg.step_fields(), cfg.seed, data.label_dim, tuple(data.shape), mesh,
+    step = _distill_step(model, dcfg.step_fields(), cfg.student_seed(), data.label_dim, tuple(data.shape), mesh,
                          data.sample if dcfg.gan else None)
-    key = keys(cfg.seed)["distill"]
+    key = keys(cfg.student_seed())["distill"]
     cls_params = distill.init_classifier(model, dcfg, key, tuple(data.shape), data.label_dim) if dcfg.gan else None
     pairs = None
     if dcfg.regression:
@@ -331,6 +342,10 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         "final_dm_loss": float(np.mean(dm_loss[-tail:])),
         "k_ref": cfg.k_ref, "n": n,
     }
+    for k in sorted(set(cfg.eval_ks) - {1, cfg.k_ref}):   # the teacher's discretisation floor Delta_E(Phi_K, Phi_k)
+        floor = metrics.copying_index_ci(ref, s[f"phi_{k}"][:n], n_resamples=cfg.ci_resamples, level=cfg.ci_level,
+                                         seed=cfg.seed)
+        result[f"teacher_floor_phi_{k}"] = ci_fields(floor)
     for k in cfg.figure_ks:
         s[f"phi_{k}"] = _batched(lambda z, y, k=k: _phi_k(model, teacher_params, z, k, y), z[:cfg.n_show],
                                  None if labels is None else labels[:cfg.n_show], cfg.eval_batch)
@@ -431,8 +446,10 @@ def draw_figures(cfg: Config, data: Dataset, outdir: Path, z, s: dict, result: d
     figures.save(figures.dm_loss_curves({outdir.name: dm_curve}), outdir / "dm_loss.png")
 
 
-def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bool = True) -> dict:
-    """The whole experiment; idempotent and resumable. Returns the summary written to workdir/results.json."""
+def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bool = True,
+        results_dir: str | Path | None = None) -> dict:
+    """The whole experiment; idempotent and resumable. Returns the summary written to workdir/results.json, and
+    with `results_dir` also copies the evidence there (`export_results`)."""
     cfg.validate()
     workdir = Path(workdir)
     check_config(workdir / "config.json", cfg.to_dict())
@@ -442,7 +459,7 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         model, ckpt, final_state = train_teacher(cfg, data, workdir, mesh, progress)
     summary = {"config": cfg.to_dict(), "teacher_wall_s": read_wall_times(clock).get("teacher", 0.0),
                "snapshots": {}}
-    for snap in cfg.snapshots():
+    for snap in cfg.distill_order():
         outdir = workdir / f"student_{snap}"
         outdir.mkdir(parents=True, exist_ok=True)
         result_path = outdir / "results.json"
@@ -468,10 +485,40 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
     summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
                                                  "delta_e_phi1", "delta_e_phi1_ci", "kappa_phi1", "converged")
                                if k in r} for s, r in summary["snapshots"].items()}
+    summary["snapshots"] = {str(s): summary["snapshots"][str(s)] for s in cfg.snapshots()}   # by teacher step
+    if len(summary["snapshots"]) > 1:
+        figures.save(figures.copying_trend(summary["snapshots"], summary.get("teacher_quality")),
+                     workdir / "trend.png")
     summary["total_wall_s"] = sum(read_wall_times(clock).values())
     summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
     _write_json(workdir / "results.json", summary)
+    if results_dir is not None and jax.process_index() == 0:
+        export_results(workdir, results_dir)
     return summary
+
+
+EVIDENCE = ("results.json", "dm_loss.png", "trend.png", "teacher_quality.png")
+STUDENT_EVIDENCE = ("results.json", "record.jsonl", "convergence.png", "quadruples.png", "pairing.png",
+                    "boundary.png")
+
+
+def export_results(workdir: str | Path, results_dir: str | Path) -> list[Path]:
+    """Copy a finished run's summary and key figures (`EVIDENCE`, and `STUDENT_EVIDENCE` of every student; no
+    checkpoints or sample arrays) from `workdir` to `results_dir` (e.g. results/<experiment>/, committed as the
+    evidence of the numbers README quotes). Returns the files written."""
+    workdir, results_dir = Path(workdir), Path(results_dir)
+    written = []
+    sources = [(workdir / name, results_dir / name) for name in EVIDENCE]
+    for student in sorted(workdir.glob("student_*")):
+        sources += [(student / name, results_dir / student.name / name) for name in STUDENT_EVIDENCE]
+    for src, dst in sources:
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+            written.append(dst)
+    return written
 
 
 WALL_TIMES = "wall_s.json"   # per-stage wall-clock seconds, summed over every invocation of the run

@@ -167,11 +167,11 @@ def teacher_quality_figure(table: dict, k_ref: int = 8):
     """Over teacher snapshots: held-out EDM loss (left), W2(Phi_K, test) against the train-vs-test floor (middle),
     and, when present, the classifier Frechet distances (right). Returns a matplotlib Figure."""
     from dmdjax import figures
-    plt = figures.plt
+
     steps = sorted(table, key=int)
     x = [int(s) for s in steps]
     has_fd = any("fd_g" in table[s] for s in steps)
-    fig, axes = plt.subplots(1, 3 if has_fd else 2, figsize=(13 if has_fd else 9, 3.6))
+    fig, axes = figures.subplots(1, 3 if has_fd else 2, figsize=(13 if has_fd else 9, 3.6))
     axes[0].plot(x, [table[s]["heldout_edm_loss"] for s in steps], "o-")
     axes[0].set_ylabel("held-out EDM loss (lambda-weighted)")
     axes[1].plot(x, [table[s]["w2_test"] for s in steps], "o-", label=f"Phi_{k_ref} vs test")

@@ -33,7 +33,8 @@ def main(argv=None) -> dict:
     cli.announce(cfg, args)
     images, labels = load_manifold(args.train_size, args.data_seed, resolution=cfg.net_kwargs["img_resolution"])
     data = pipeline.image_dataset(f"manifold-{args.data_seed}", images, labels, cfg.net_kwargs["label_dim"])
-    summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet)
+    summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet,
+                           results_dir=args.results_dir)
     print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
                      indent=1))
     return summary

@@ -32,7 +32,8 @@ def main(argv=None) -> dict:
     mesh = cli.check(cfg, args)  # every config error, before training and config.json
     workdir = cli.workdir(cfg, args)
     cli.announce(cfg, args)
-    summary = pipeline.run(cfg, toy_dataset(args.dataset), workdir, mesh=mesh, progress=not args.quiet)
+    summary = pipeline.run(cfg, toy_dataset(args.dataset), workdir, mesh=mesh, progress=not args.quiet,
+                           results_dir=args.results_dir)
     print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
                      indent=1))
     return summary

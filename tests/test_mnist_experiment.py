@@ -87,10 +87,12 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     real_chunk, calls, ran = loop._run_chunk, {"n": 0}, []
 
     def dying(step_fn, state, consts, length):
-        calls["n"] += 1
-        if calls["n"] == 8:        # 4 teacher chunks, 2 distillation chunks of student_2, the 2nd of student_4
-            raise KeyboardInterrupt
-        ran.append(("distill" if hasattr(state, "gen") else "teacher", int(state.step), length))
+        kind = "distill" if hasattr(state, "gen") else "teacher"
+        if kind == "distill" and int(state.step) == 5:
+            calls["n"] += 1
+            if calls["n"] == 2:    # the second round of student_4 (a round: one program per iteration)
+                raise KeyboardInterrupt
+        ran.append((kind, int(state.step), length))
         return real_chunk(step_fn, state, consts, length)
 
     monkeypatch.setattr(loop, "_run_chunk", dying)
@@ -101,7 +103,8 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     ran.clear()
     resumed = pipeline.run(cfg, data, tmp_path / "b", progress=False)
     monkeypatch.setattr(loop, "_run_chunk", real_chunk)
-    assert ran == [("distill", 5, 1)]       # student_4 resumed at its step-5 checkpoint: one round of 5
+    # student_4 resumed at its step-5 checkpoint: one round, its 5 iterations as separate programs
+    assert ran == [("distill", step, 1) for step in range(5, 10)]
     assert resumed["table"] == ref["table"]
     with np.load(tmp_path / "a" / "student_4" / "samples.npz") as a, \
             np.load(tmp_path / "b" / "student_4" / "samples.npz") as b:

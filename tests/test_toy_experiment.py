@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 import toy  # noqa: E402
 
-from dmdjax import loop  # noqa: E402
+from dmdjax import loop, metrics  # noqa: E402
 
 TINY = ["--dataset=chessboard", "--teacher_steps=60", "--distill_iterations=30", "--eval_n=64", "--quiet"]
 
@@ -64,6 +64,10 @@ def test_outputs(reference_run):
     assert snap["convergence"]["iterations"] == 30 and snap["converged"] in (True, False)
     assert snap["delta_e"] >= 0 and snap["e_dt"] >= snap["e_ot"] > 0
     assert res["config"]["teacher"]["steps"] == 60
+    floor = snap["teacher_floor_phi_32"]           # the teacher's discretisation floor Delta_E(Phi_8, Phi_32)
+    samples = np.load(workdir / "student_60" / "samples.npz")
+    assert floor["delta_e"] == pytest.approx(float(metrics.pairing_inefficiency(samples["phi_8"], samples["phi_32"])))
+    assert floor["delta_e_ci"][0] <= floor["delta_e"] <= floor["delta_e_ci"][1]
     for png in ("pairing.png", "heatmap.png", "dm_loss.png", "convergence.png"):
         assert (workdir / "student_60" / png).stat().st_size > 1000
     log = loop.read_log(workdir / "student_60" / "metrics.jsonl")

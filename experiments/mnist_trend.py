@@ -1,0 +1,26 @@
+"""The teacher-length study on MNIST (paper Sec. 4.2, Table 1; Fig. 4-6): does a student copy more as its teacher
+trains longer? One teacher, snapshots T/16, T/8, T/4, T/2, T (the earliest and the latest distilled first), each
+student distilled until its convergence record says it converged, Delta_E and kappa with intervals, Phi_1 and the
+teacher's discretisation floor as controls, held-out teacher quality per snapshot.
+
+    python experiments/mnist_trend.py --workdir=runs/mnist_trend --mnist_dir=../shared/data/mnist \\
+        --results_dir=results/mnist_trend
+    python experiments/mnist_trend.py --snapshots=512,8192 --set distill_seed=1 --workdir=runs/mnist_trend_seed1 \\
+        --mnist_dir=../shared/data/mnist          # the second-seed control (same teacher, another DMD stream)
+
+The cpu preset (16x16, small ADM, 8192 teacher steps) is sized for a 2-core CPU; `--preset=paper` runs the same
+protocol at the paper's scale (GPU/TPU). Rerunning the same command resumes.
+"""
+from __future__ import annotations
+
+from mnist_uncond import main as _mnist_main
+
+from dmdjax import cli, configs
+
+
+def main(argv=None) -> dict:
+    return _mnist_main(argv, config=configs.mnist_trend, divisors=(16, 8, 4, 2, 1), doc=__doc__)
+
+
+if __name__ == "__main__":
+    cli.run(main)
