@@ -122,7 +122,7 @@ warnings.filterwarnings("error", message="dmdjax.xla_cpu.tune")
 sys.path.insert(0, sys.argv[1])
 from dmdjax import pipeline, xla_cpu
 experiment = __import__(sys.argv[2])
-def run(cfg, data, workdir, mesh=None, progress=True):
+def run(cfg, data, workdir, mesh=None, progress=True, **kwargs):
     raise SystemExit(0 if xla_cpu._flag_on() and xla_cpu._backend_started() else 3)
 pipeline.run = run
 experiment.main(sys.argv[3:])
