@@ -164,7 +164,8 @@ def compile_cache_dir(flag: str | None = None) -> Path | None:
     value = flag if flag is not None else os.environ.get(COMPILE_CACHE_ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "0", "none", "off") else Path(value).expanduser()
-    return Path(os.environ.get("DMDJAX_CACHE") or Path.home() / ".cache" / "dmdjax").expanduser() / "jax"
+    from dmdjax.classifier import default_cache_dir   # the project's one cache root ($DMDJAX_CACHE)
+    return default_cache_dir() / "jax"
 
 
 def default_preset() -> str:
