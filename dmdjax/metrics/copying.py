@@ -115,6 +115,5 @@ def copying_index_ci(teacher, student, *, n_resamples: int = 100, level: float =
         return float(r.delta_e), float(r.kappa)
 
     d_ci, k_ci = transport.half_sample_ci(stat, t, s, n_resamples=n_resamples, level=level, seed=seed,
-                                          lower=None, name="copying_index_ci")
-    d_ci = d_ci._replace(low=max(d_ci.low, 0.0) if np.isfinite(d_ci.low) else d_ci.low)
+                                          lower=(0.0, None), name="copying_index_ci")   # Delta_E >= 0
     return CopyingIndexCI(delta_e=d_ci, kappa=k_ci, index=index)

@@ -214,13 +214,14 @@ def pairing_inefficiency_ci(teacher, student, *, n_resamples: int = 100, level: 
     """
     t, s = _checks.as_pair(teacher, student, min_n=4)
     stat = lambda a, b: (float(pairing_inefficiency(a, b, method=method, **options)),)
-    return half_sample_ci(stat, t, s, n_resamples=n_resamples, level=level, seed=seed, lower=0.0,
+    return half_sample_ci(stat, t, s, n_resamples=n_resamples, level=level, seed=seed, lower=(0.0,),
                           name="pairing_inefficiency_ci")[0]
 
 
-def half_sample_ci(stat, t, s, *, n_resamples: int, level: float, seed: int, lower=None, name: str):
+def half_sample_ci(stat, t, s, *, n_resamples: int, level: float, seed: int, lower=(), name: str):
     """Half-sample (delete-N/2 jackknife) intervals for every statistic of `stat(t, s) -> tuple of floats` on
-    paired (N, D) samples; returns one `PairingCI` per statistic, in order. `lower` clips the low bounds."""
+    paired (N, D) samples; returns one `PairingCI` per statistic, in order. `lower[i]` (None: no bound) clips
+    statistic i's low bound; statistics past the end of `lower` are not clipped."""
     if _checks.is_traced(t, s):
         raise ValueError(f"{name} resamples with numpy and cannot run under jax.jit; call it on concrete arrays")
     if not (0 < level < 1) or n_resamples < 2:
@@ -236,7 +237,7 @@ def half_sample_ci(stat, t, s, *, n_resamples: int, level: float, seed: int, low
         reps[b] = stat(t[idx], s[idx])
     z = float(scipy.stats.norm.ppf(0.5 + level / 2))
     out = []
-    for estimate, r in zip(estimates, reps.T):
+    for i, (estimate, r) in enumerate(zip(estimates, reps.T)):
         bad = int(np.sum(~np.isfinite(r)))
         if bad or not np.isfinite(estimate):
             se, low, high = math.nan, math.nan, (math.inf if np.any(np.isposinf(r)) or estimate == math.inf
@@ -244,7 +245,8 @@ def half_sample_ci(stat, t, s, *, n_resamples: int, level: float, seed: int, low
         else:
             se = float(np.sqrt(m / (n - m) * np.var(r, ddof=1)))
             low, high = estimate - z * se, estimate + z * se
-            low = low if lower is None else max(low, lower)
+            if i < len(lower) and lower[i] is not None:
+                low = max(low, lower[i])
         out.append(PairingCI(estimate=float(estimate), std_error=se, low=low, high=high, level=level,
                              replicates=r.copy(), n_nonfinite=bad))
     return out
