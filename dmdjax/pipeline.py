@@ -478,17 +478,28 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
             result.update(record_summary(cfg, outdir, int(state.step)))
         _write_json(result_path, result)
         summary["snapshots"][str(snap)] = result
-    curves = {f"teacher {s}": _dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()}
+        if len(summary["snapshots"]) < len(cfg.snapshots()):   # a partial summary after every student
+            write_summary(cfg, workdir, summary, t0, results_dir)
+    return write_summary(cfg, workdir, summary, t0, results_dir)
+
+
+def write_summary(cfg: Config, workdir: Path, summary: dict, t0: float, results_dir=None) -> dict:
+    """Write workdir/results.json (and the run's figures) from the students finished so far; `complete` says
+    whether every snapshot has its student, `pending` lists the rest. Exported to `results_dir` when given."""
+    clock = workdir / WALL_TIMES
+    done = {str(s): summary["snapshots"][str(s)] for s in cfg.snapshots() if str(s) in summary["snapshots"]}
+    summary = {**summary, "snapshots": done,                                       # by teacher step
+               "complete": len(done) == len(cfg.snapshots()),
+               "pending": [s for s in cfg.distill_order() if str(s) not in done]}
+    curves = {f"teacher {s}": _dm_curve(workdir / f"student_{s}") for s in cfg.snapshots() if str(s) in done}
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
     quality.save_teacher_quality(summary, workdir, cfg.k_ref)   # summary["teacher_quality"], teacher_quality.png
-    summary["table"] = {s: r["delta_e"] for s, r in summary["snapshots"].items()}
+    summary["table"] = {s: r["delta_e"] for s, r in done.items()}
     summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
                                                  "delta_e_phi1", "delta_e_phi1_ci", "kappa_phi1", "converged")
-                               if k in r} for s, r in summary["snapshots"].items()}
-    summary["snapshots"] = {str(s): summary["snapshots"][str(s)] for s in cfg.snapshots()}   # by teacher step
-    if len(summary["snapshots"]) > 1:
-        figures.save(figures.copying_trend(summary["snapshots"], summary.get("teacher_quality")),
-                     workdir / "trend.png")
+                               if k in r} for s, r in done.items()}
+    if len(done) > 1:
+        figures.save(figures.copying_trend(done, summary.get("teacher_quality")), workdir / "trend.png")
     summary["total_wall_s"] = sum(read_wall_times(clock).values())
     summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
     _write_json(workdir / "results.json", summary)

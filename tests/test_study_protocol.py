@@ -79,3 +79,31 @@ def test_study_command_line_defaults(capsys):
     assert cfg["name"] == "mnist-trend-cpu" and cfg["distill_snapshots"] == [2, 4, 8, 16, 32]
     assert cfg["record"]["until_converged"] and cfg["eval_ks"] == [1, 8, 32]
     assert cfg["distill"]["lr_gen"] * cfg["distill"]["iterations"] >= 0.1 - 1e-12   # the paper's 50,000 x 2e-6
+
+
+def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
+    """A run stopped after its first student leaves a partial summary (and its export) that says what is missing;
+    the rerun completes it."""
+    import toy
+    monkeypatch.setattr(configs, "toy", lambda d, p="cpu", _t=configs.toy: configs.override(
+        _t(d, p), **{"net_kwargs": {"features": (16, 16)}, "record.eval_every": 0, "ci_resamples": 10}))
+    argv = ["--dataset=chessboard", "--teacher_steps=20", "--set=teacher.snapshots=10,20", "--set=distill_snapshots=10,20", "--distill_iterations=10",
+            "--eval_n=32", "--quiet", f"--workdir={tmp_path / 'run'}", f"--results_dir={tmp_path / 'out'}"]
+    students = []
+    real = pipeline.distill_student
+
+    def stop_at_second(*args, **kwargs):
+        if students:
+            raise KeyboardInterrupt
+        students.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(pipeline, "distill_student", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        toy.main(argv)
+    for where in ("run", "out"):
+        partial = json.loads((tmp_path / where / "results.json").read_text())
+        assert partial["complete"] is False and partial["pending"] == [20] and list(partial["snapshots"]) == ["10"]
+    monkeypatch.setattr(pipeline, "distill_student", real)
+    full = toy.main(argv)
+    assert full["complete"] is True and full["pending"] == [] and list(full["snapshots"]) == ["10", "20"]
+    assert full["snapshots"]["10"] == partial["snapshots"]["10"]
