@@ -342,6 +342,8 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         "final_dm_loss": float(np.mean(dm_loss[-tail:])),
         "k_ref": cfg.k_ref, "n": n,
     }
+    if data.kind == "points":   # the teacher's own fit to the data, against the data's two-sample floor
+        result["teacher_fit"] = teacher_data_fit(cfg, data, ref)
     for k in sorted(set(cfg.eval_ks) - {1, cfg.k_ref}):   # the teacher's discretisation floor Delta_E(Phi_K, Phi_k)
         floor = metrics.copying_index_ci(ref, s[f"phi_{k}"][:n], n_resamples=cfg.ci_resamples, level=cfg.ci_level,
                                          seed=cfg.seed)
@@ -364,6 +366,17 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         tensorboard.write_pngs(outdir, outdir.glob("*.png"), step=cfg.distill.iterations)
     result["eval_wall_s"] = time.perf_counter() - t0
     return result
+
+
+def teacher_data_fit(cfg: Config, data: Dataset, ref) -> dict:
+    """Point data with a sampler: W2 from Phi_K's first half (h = N/2 points) to h fresh data points, against W2
+    between two independent data draws of h points (the finite-sample floor). A teacher that fits its data sits
+    near the floor (the chessboard's bridges between squares lift it above)."""
+    h = len(ref) // 2
+    key = jax.random.fold_in(keys(cfg.seed)["eval_noise"], 2)
+    x = np.asarray(data.sample(key, 2 * h, data.consts)[0])
+    w2 = lambda a, b: float(np.sqrt(metrics.transport_energies(a, b).e_ot))
+    return {"w2_teacher_data": w2(ref[:h], x[:h]), "w2_data_floor": w2(x[h:], x[:h]), "n": h}
 
 
 def ci_fields(ci: metrics.CopyingIndexCI, suffix: str = "") -> dict:

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -107,3 +108,15 @@ def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
     full = toy.main(argv)
     assert full["complete"] is True and full["pending"] == [] and list(full["snapshots"]) == ["10", "20"]
     assert full["snapshots"]["10"] == partial["snapshots"]["10"]
+
+
+def test_teacher_data_fit_tells_a_fitting_teacher_from_a_shifted_one():
+    sample = lambda key, n, consts: (jax.random.normal(key, (n, 4)), None)
+    data = pipeline.Dataset(name="gauss", shape=(4,), sample=sample)
+    cfg = configs.toy("chessboard")
+    fitting = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (400, 4)))
+    good = pipeline.teacher_data_fit(cfg, data, fitting)
+    bad = pipeline.teacher_data_fit(cfg, data, fitting + 3.0)
+    assert good["n"] == 200 and good["w2_data_floor"] > 0
+    assert good["w2_teacher_data"] < 1.3 * good["w2_data_floor"]
+    assert bad["w2_teacher_data"] > 2.5 and bad["w2_data_floor"] == good["w2_data_floor"]

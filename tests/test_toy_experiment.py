@@ -51,7 +51,7 @@ def test_outputs(reference_run):
     res = json.loads((workdir / "results.json").read_text())
     snap = res["snapshots"]["60"]
     for key in ("delta_e", "e_dt", "e_ot", "fit", "final_dm_loss", "distill_wall_s", "delta_e_null",
-                "kappa_reliable", "delta_e_null_phi1", "converged", "convergence"):
+                "kappa_reliable", "delta_e_null_phi1", "converged", "convergence", "teacher_fit"):
         assert key in snap
     for suffix in ("", "_phi1"):    # intervals bracket the estimates; kappa = Delta_E / Delta_E_null
         lo, hi = snap[f"delta_e{suffix}_ci"]
