@@ -19,6 +19,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from dmdjax import files
+
 
 __all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config"]
 
@@ -144,7 +146,4 @@ def check_config(path: str | os.PathLike, config: dict) -> None:
                 f"{path.parent} holds a run with a different config (differs in: {', '.join(diff)}). "
                 f"Rerun with the same flags to resume, or choose a fresh --workdir.")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config, indent=1, sort_keys=True))
-    tmp.replace(path)
+    files.write_json(path, config, sort_keys=True)

@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from dmdjax import files
 
 __all__ = ["CACHE_ENV", "Classifier", "ClassifierConfig", "DigitCNN", "VERSION", "accuracy", "cache_path",
            "default_cache_dir", "features", "load_or_train", "train"]
@@ -217,17 +218,7 @@ def _read(path: Path, template, key: str) -> tuple[Any, dict]:
 def _write(path: Path, params, meta: dict) -> None:
     payload = flax.serialization.msgpack_serialize(
         {"params": flax.serialization.to_state_dict(jax.tree.map(np.asarray, params)), "meta": json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_bytes(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
 
 
 def load_or_train(name: str, train_images, train_labels, test_images, test_labels,

@@ -35,7 +35,7 @@ __all__ = [
     "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
     "default_preset", "resolve_preset", "apply_common_flags", "apply_sets", "describe", "print_config_and_exit",
     "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh", "snapshot_list",
-    "default_snapshots", "add_mnist_flags", "mnist_dataset", "run", "DEBUG_ENV", "compile_cache_dir",
+    "default_snapshots", "add_mnist_flags", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
     "COMPILE_CACHE_ENV",
 ]
 
@@ -482,20 +482,29 @@ def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
                              "steps T); default: T/8, T/4, T/2, T")
 
 
-def mnist_dataset(cfg, mnist_dir=None):
-    """MNIST as a pipeline Dataset at the resolution of cfg's network (labels one-hot when the net is conditional)."""
-    from dmdjax.data.mnist import load_mnist
-    from dmdjax.pipeline import image_dataset
-    try:
-        images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=cfg.net_kwargs["img_resolution"])
-        test_images, test_labels = load_mnist("test", manual_dir=mnist_dir,
-                                              resolution=cfg.net_kwargs["img_resolution"])
-    except ModuleNotFoundError as e:
-        if "dmdjax[mnist]" in str(e):
-            raise ConfigError(str(e)) from e
-        raise
-    data = image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0))
-    return dataclasses.replace(data, test_images=test_images, test_labels=test_labels)   # held-out quality
+def mnist_main(argv, config: Callable[[str], Any], doc: str, divisors: Sequence[int] = (8, 4, 2, 1)) -> dict:
+    """The MNIST experiments' main (mnist_uncond, mnist_cond, mnist_trend differ only in `config(preset) ->
+    Config`): flags, config, every check, MNIST (`data.load`), `pipeline.run`; the snapshots default to
+    T / `divisors`. Prints and returns the summary."""
+    from dmdjax import configs, data, pipeline
+    parser = make_parser(doc)
+    add_common_flags(parser, presets=config)
+    add_mnist_flags(parser)
+    args = parse(parser, argv)
+    start(args)                  # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    cfg = apply_common_flags(config(resolve_preset(args)), args)
+    snapshots = args.snapshots or default_snapshots(cfg.teacher.steps, divisors)
+    cfg = configs.override(cfg, **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
+    print_config_and_exit(cfg, args)
+    mesh = check(cfg, args)      # every config error, before data, training and config.json
+    work = workdir(cfg, args)
+    announce(cfg, args)
+    dataset = data.load(cfg, mnist_dir=args.mnist_dir)
+    summary = pipeline.run(cfg, dataset, work, mesh=mesh, progress=not args.quiet, results_dir=args.results_dir)
+    held_out = {k: summary[k] for k in ("classifier_test_accuracy", "teacher_quality") if k in summary}
+    print(json.dumps({"workdir": str(work), "delta_e": summary["table"], "with_ci": summary["table_ci"],
+                      **held_out}, indent=1))
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------------------

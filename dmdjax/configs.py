@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from dmdjax.distill import DistillConfig
-from dmdjax.pipeline import Config
+from dmdjax.runconfig import Config
 from dmdjax.record import RecordConfig
 from dmdjax.teacher import TeacherConfig
 

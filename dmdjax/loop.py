@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from dmdjax import files
 from dmdjax.checkpoint import Checkpointer, CorruptCheckpointError
 from dmdjax.tensorboard import ScalarWriter
 
@@ -67,9 +68,7 @@ def _truncate_log(path: Path, start: int) -> None:
                 keep.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    files.write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _restore_latest_good(ckpt: Checkpointer, state: Any, desc: str) -> tuple[Any, int]:
@@ -197,7 +196,9 @@ def _spacing(name: str, entries: int, iterations: int) -> int:
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a JSON-lines metrics log into {name: array over steps} (with 'step'); NaN where a metric was not
     recorded (see `read_series`)."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    if not Path(path).exists():
+        raise FileNotFoundError(path)
+    rows = files.read_lines(path)
     keys = list(dict.fromkeys(k for r in rows for k in r)) or ["step"]
     return {k: np.array([r.get(k, math.nan) for r in rows]) for k in keys}
 

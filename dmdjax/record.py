@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from dmdjax import metrics
+from dmdjax import files, metrics
 
 __all__ = ["RecordConfig", "Recorder", "convergence", "finished_checkpoint", "read_record"]
 
@@ -91,16 +91,11 @@ def finished_checkpoint(directory: str | Path) -> int | None:
 
 def read_record(path: str | Path) -> list[dict]:
     """The rows of a record.jsonl (empty if there is none), in step order."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return files.read_lines(path)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    files.write_lines(path, rows)
 
 
 def _flat(a) -> np.ndarray:
@@ -186,9 +181,7 @@ class Recorder:
         row["eval_s"] = time.perf_counter() - t0
         if self.main:
             self.g_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.g_dir / "tmp.npy"
-            np.save(tmp, g)
-            tmp.replace(self._g_path(step))
+            files.save_npy(self._g_path(step), g)
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             self._prune()

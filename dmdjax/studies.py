@@ -1,4 +1,4 @@
-"""Issue 7's studies, each a set of sub-runs of the one pipeline (`pipeline.run`) in sub-workdirs (each with its
+"""Studies, each a set of sub-runs of the one pipeline (`pipeline.run`) in sub-workdirs (each with its
 own config.json, checkpoints, results.json and figures), plus a summary results.json and a figure:
 
     ablation   plain DMD vs + DMD2's GAN term vs + DMD1's regression term (L2), on toys and MNIST (Sec. 4.1.1)
@@ -10,7 +10,6 @@ its last checkpoint. Sub-runs of one ablation share the teacher (a copy of the p
 """
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import time
@@ -19,9 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from dmdjax import configs, figures, loop, metrics, pipeline
+from dmdjax import configs, evaluation, figures, files, loop, metrics, pipeline
 from dmdjax.checkpoint import Checkpointer, check_config
-from dmdjax.data import toy
+from dmdjax.data import Dataset, load, toy, toy_dataset
+from dmdjax.runconfig import Config
 
 VARIANTS = ("plain", "gan", "regression")
 TOYS = toy.DATASETS
@@ -30,16 +30,7 @@ TOYS = toy.DATASETS
 # ----------------------------------------------------------------------------------------------------------
 # Data and configs.
 
-@functools.lru_cache(maxsize=None)
-def toy_dataset(name: str, dim: int = toy.DIM, embed_seed: int | None = None) -> pipeline.Dataset:
-    """A toy as a pipeline Dataset: the paper's R^4 toy (embed_seed None, dim 4) or its isometric embedding in
-    R^dim (`toy.get_sampler`). One object per argument tuple, so repeated runs reuse compiled steps."""
-    sample = toy.get_sampler(name, dim=dim, embed_seed=embed_seed)
-    label = name if embed_seed is None and dim == toy.DIM else f"{name}-R{dim}"
-    return pipeline.Dataset(name=label, shape=(dim,), sample=lambda key, n, consts: (sample(key, n), None))
-
-
-def with_width(cfg: pipeline.Config, width: int | None) -> pipeline.Config:
+def with_width(cfg: Config, width: int | None) -> Config:
     """The toy MLP with `width` units in each of its 5 hidden layers (teacher, fake score and student alike)."""
     if width is None:
         return cfg
@@ -47,7 +38,7 @@ def with_width(cfg: pipeline.Config, width: int | None) -> pipeline.Config:
     return configs.override(cfg, net_kwargs={**cfg.net_kwargs, "features": (int(width),) * depth})
 
 
-def with_variant(cfg: pipeline.Config, variant: str, regression_weight: float = 0.25) -> pipeline.Config:
+def with_variant(cfg: Config, variant: str, regression_weight: float = 0.25) -> Config:
     """plain: DMD as in the paper; gan: + DMD2's GAN term (REFERENCE 1.7, weights 1e-2 / 3e-3); regression: +
     DMD1's regression term with L2 (REFERENCE 1.8; lambda_reg 0.25 is DMD1's value for LPIPS)."""
     changes = {"plain": {}, "gan": {"distill.gan": True},
@@ -57,7 +48,7 @@ def with_variant(cfg: pipeline.Config, variant: str, regression_weight: float = 
     return configs.override(cfg, name=f"{cfg.name}-{variant}", **changes[variant])
 
 
-def base_config(dataset: str, preset: str) -> pipeline.Config:
+def base_config(dataset: str, preset: str) -> Config:
     """The dataset's own preset (`configs.toy` / `configs.mnist`) distilled at its final teacher snapshot only."""
     if dataset in TOYS:
         return configs.toy(dataset, preset)
@@ -66,7 +57,7 @@ def base_config(dataset: str, preset: str) -> pipeline.Config:
     raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(TOYS + ('mnist',))}")
 
 
-def at_final_snapshot(cfg: pipeline.Config) -> pipeline.Config:
+def at_final_snapshot(cfg: Config) -> Config:
     """cfg keeping and distilling only its final teacher (for configs with snapshot lists, e.g. MNIST's)."""
     if not cfg.distill_snapshots:
         return cfg
@@ -74,7 +65,7 @@ def at_final_snapshot(cfg: pipeline.Config) -> pipeline.Config:
     return configs.override(cfg, distill_snapshots=last, **{"teacher.snapshots": last})
 
 
-def ablation_config(dataset: str, preset: str) -> pipeline.Config:
+def ablation_config(dataset: str, preset: str) -> Config:
     """The ablation's base (plain) config: `base_config`, and at the cpu preset fewer DMD iterations so that three
     students per dataset fit the study's hour (toys 1600 instead of 4000, MNIST 300 instead of 400)."""
     cfg = base_config(dataset, preset)
@@ -83,7 +74,7 @@ def ablation_config(dataset: str, preset: str) -> pipeline.Config:
     return configs.override(cfg, name=f"ablation-{dataset}-{preset}")
 
 
-def dynamics_config(dataset: str, preset: str) -> tuple[pipeline.Config, int]:
+def dynamics_config(dataset: str, preset: str) -> tuple[Config, int]:
     """(config, M): `base_config` (toys: 4000 DMD iterations at cpu, MNIST 400) and the recording interval M:
     cpu every 200 toy / 20 MNIST iterations (21 points each), paper every 1000 of 50,000."""
     every = 1000 if preset == "paper" else (200 if dataset in TOYS else 20)
@@ -94,7 +85,7 @@ SWEEP_DIMS = {"cpu": (2, 4, 16, 64, 256, 1024), "paper": (2, 4, 16, 64, 256, 102
 SWEEP_WIDTHS = {"cpu": (96, 192, 384), "paper": (96, 192, 384, 768, 1536)}
 
 
-def sweep_config(dataset: str, dim: int, preset: str, width: int | None = None) -> pipeline.Config:
+def sweep_config(dataset: str, dim: int, preset: str, width: int | None = None) -> Config:
     """A toy in R^dim (seeded isometric embedding) with the toy recipe; cpu: teacher 2000 steps, DMD 1600
     iterations (the toy preset's 4000 / 4000 for 13 runs would not fit the sweep's hour)."""
     cfg = configs.toy(dataset, preset)
@@ -130,9 +121,8 @@ def flag_tweak(args) -> Callable:
 
 
 def data_for(mnist_dir=None) -> Callable:
-    """cfg -> Dataset: a toy (R^4) by cfg.dataset, or MNIST at cfg's resolution (from `mnist_dir`)."""
-    from dmdjax.cli import mnist_dataset
-    return lambda cfg: toy_dataset(cfg.dataset) if cfg.dataset in TOYS else mnist_dataset(cfg, mnist_dir)
+    """cfg -> Dataset (`data.load`): a toy (R^4) by cfg.dataset, or MNIST at cfg's resolution (from `mnist_dir`)."""
+    return lambda cfg: load(cfg) if cfg.dataset in TOYS else load(cfg, mnist_dir=mnist_dir)
 
 
 def share_teacher(src: Path, dst: Path) -> None:
@@ -160,12 +150,6 @@ def _row(res: dict) -> dict:
             "delta_e_phi1_ci", "kappa_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean", "final_dm_loss",
             "distill_wall_s", "converged")
     return {**{k: res[k] for k in keep if k in res}, **res.get("fit", {})}
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,14 +183,14 @@ def run_ablation(datasets, preset: str, workdir, make_data: Callable, tweak: Cal
               "regression_loss": "L2 (mean over batch and elements); DMD1 used LPIPS, whose weights cannot be "
                                  "downloaded here", "table": table,
               "wall_s_this_invocation": time.perf_counter() - t0}
-    write_json(workdir / "results.json", result)
+    files.write_json(workdir / "results.json", result)
     fig_values = {d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in table.items()}
     figures.save(figures.bar_panels(fig_values, r"$\Delta_E(\Phi_8, G)$", "Auxiliary losses vs plain DMD"),
                  workdir / "ablation.png")
     return result
 
 
-def run_dynamics(cfg: pipeline.Config, data: pipeline.Dataset, workdir, every: int, mesh=None,
+def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
                  progress: bool = True) -> dict:
     """Distill in segments of `every` iterations; after each, Delta_E(Phi_K, G_t) on the N shared noises (exact
     OT). Then the full pipeline evaluation of the final student. Layout: workdir/ is a pipeline run directory;
@@ -223,16 +207,14 @@ def run_dynamics(cfg: pipeline.Config, data: pipeline.Dataset, workdir, every: i
     teacher_params = pipeline.teacher_snapshot(ckpt, final_state, snap)
     outdir = workdir / f"student_{snap}"
     (outdir / "dynamics").mkdir(parents=True, exist_ok=True)
-    z, labels = pipeline.eval_noise(cfg, data)
-    ref = pipeline._batched(lambda z, y: pipeline._phi_k(model, teacher_params, z, cfg.k_ref, y), z, labels,
-                            cfg.eval_batch)
+    z, labels = evaluation.eval_noise(cfg, data)
+    ref = evaluation.teacher_samples(cfg, model, teacher_params, z, labels, cfg.k_ref)
     log_path = outdir / "dynamics.jsonl"
-    done = {r["step"] for r in _read_rows(log_path)}
+    done = {r["step"] for r in files.read_lines(log_path)}
 
     def record(step: int, gen_params) -> None:
-        g = pipeline._batched(lambda z, y: pipeline._generate(model, gen_params, z, y, cfg.distill.conditioning_sigma),
-                              z, labels, cfg.eval_batch)
-        np.save(outdir / "dynamics" / f"g_{step:07d}.npy", g)
+        g = evaluation.student_samples(cfg, model, gen_params, z, labels)
+        files.save_npy(outdir / "dynamics" / f"g_{step:07d}.npy", g)
         te = metrics.transport_energies(ref, g)
         dist = np.linalg.norm((g - ref).reshape(len(g), -1), axis=1)
         row = {"step": step, "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
@@ -252,7 +234,7 @@ def run_dynamics(cfg: pipeline.Config, data: pipeline.Dataset, workdir, every: i
         record(int(state.step), state.gen.params)
     summary = pipeline.run(cfg, data, workdir, mesh, progress)   # nothing left to train: evaluates the final G
 
-    rows = sorted({r["step"]: r for r in _read_rows(log_path)}.values(), key=lambda r: r["step"])
+    rows = sorted({r["step"]: r for r in files.read_lines(log_path)}.values(), key=lambda r: r["step"])
     final = np.load(outdir / "dynamics" / f"g_{rows[-1]['step']:07d}.npy")
     to_final = [float(metrics.transport_energies(final, np.load(outdir / "dynamics" / f"g_{r['step']:07d}.npy"))
                       .delta_e) for r in rows]
@@ -274,7 +256,7 @@ def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable, twea
         cfg = tweak(cfg)
         runs[dataset] = run_dynamics(cfg, make_data(cfg), workdir / dataset, every or m, mesh, progress)
     result = {"study": "dynamics", "preset": preset, "runs": runs, "wall_s_this_invocation": time.perf_counter() - t0}
-    write_json(workdir / "results.json", result)
+    files.write_json(workdir / "results.json", result)
     figures.save(figures.copying_dynamics(runs), workdir / "dynamics.png")
     return result
 
@@ -307,7 +289,7 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
               "definition": "D = ambient dimension: the toy's native sample (chessboard R^2, GMM R^4) mapped into "
                             "R^D by a seeded D x d0 matrix with orthonormal columns (isometric)",
               "wall_s_this_invocation": time.perf_counter() - t0}
-    write_json(workdir / "results.json", result)
+    files.write_json(workdir / "results.json", result)
     curves = lambda table, x: {d: ([r[x] for r in rs], [max(r["delta_e"], 1e-6) for r in rs]) for d, rs in table.items()}
     fig, (ax1, ax2) = figures.subplots(1, 2, figsize=(10, 3.8))
     label = r"$\Delta_E(\Phi_8, G)$"
@@ -317,8 +299,4 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
     fig.tight_layout()
     figures.save(fig, workdir / "sweep.png")
     return result
-
-
-def _read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line] if Path(path).exists() else []
 

@@ -28,15 +28,17 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from dmdjax import cli, configs, convert, pipeline
+from dmdjax import cli, configs, convert, files, pipeline
 from dmdjax.checkpoint import check_config
+from dmdjax.data import Dataset
+from dmdjax.runconfig import Config
 
 
-def teacher_dataset(cfg: pipeline.Config) -> pipeline.Dataset:
+def teacher_dataset(cfg: Config) -> Dataset:
     """The data DMD without GAN sees: only the sample shape and the number of classes, no images."""
     net = cfg.net_kwargs
     shape = (int(net["img_resolution"]), int(net["img_resolution"]), int(net["in_channels"]))
-    return pipeline.Dataset(name=cfg.dataset, shape=shape, sample=None, label_dim=int(net.get("label_dim", 0)),
+    return Dataset(name=cfg.dataset, shape=shape, sample=None, label_dim=int(net.get("label_dim", 0)),
                             kind="images", train_images=None)
 
 
@@ -93,22 +95,20 @@ def main(argv=None) -> dict:
             parser.error(f"--teacher_npz: {e}")
         result = distill_and_evaluate(cfg, model, teacher_params, workdir / "student", mesh, not args.quiet)
         result = {"teacher_npz": str(args.teacher_npz), **result, "config": cfg.to_dict()}
-        tmp = result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(result_path)
+        files.write_json(result_path, result)
     print(json.dumps({"workdir": str(workdir), "delta_e": result["delta_e"]}, indent=1))
     return result
 
 
-def distill_and_evaluate(cfg: pipeline.Config, model, teacher_params, outdir: Path, mesh=None,
+def distill_and_evaluate(cfg: Config, model, teacher_params, outdir: Path, mesh=None,
                          progress: bool = True) -> dict:
-    """Distill (or resume distilling) G from the teacher into `outdir`, then evaluate it (pipeline.evaluate)."""
+    """Distill (or resume distilling) G from the teacher into `outdir`, then evaluate it (pipeline.evaluate_student)."""
     data = teacher_dataset(cfg)
     outdir.mkdir(parents=True, exist_ok=True)
     clock = outdir.parent / pipeline.WALL_TIMES
     with pipeline.wall_time(clock, "distill"):
         state = pipeline.distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
-    return {**pipeline.evaluate(cfg, data, model, teacher_params, state.gen.params, outdir),
+    return {**pipeline.evaluate_student(cfg, data, model, teacher_params, state.gen.params, outdir),
             "distill_wall_s": pipeline.read_wall_times(clock)["distill"]}
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 
-from dmdjax import cli, configs, pipeline
-from dmdjax.data.manifold import load_manifold
+from dmdjax import cli, configs, data, pipeline
 
 
 def main(argv=None) -> dict:
@@ -31,9 +30,8 @@ def main(argv=None) -> dict:
     mesh = cli.check(cfg, args)  # every config error, before data, training and config.json
     workdir = cli.workdir(cfg, args)
     cli.announce(cfg, args)
-    images, labels = load_manifold(args.train_size, args.data_seed, resolution=cfg.net_kwargs["img_resolution"])
-    data = pipeline.image_dataset(f"manifold-{args.data_seed}", images, labels, cfg.net_kwargs["label_dim"])
-    summary = pipeline.run(cfg, data, workdir, mesh=mesh, progress=not args.quiet,
+    dataset = data.load(cfg, data_seed=args.data_seed, train_size=args.train_size)
+    summary = pipeline.run(cfg, dataset, workdir, mesh=mesh, progress=not args.quiet,
                            results_dir=args.results_dir)
     print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
                      indent=1))

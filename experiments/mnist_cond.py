@@ -8,16 +8,12 @@ Same flags as experiments/mnist_uncond.py; rerunning the same command resumes fr
 """
 from __future__ import annotations
 
-import sys
-
-from mnist_uncond import main as _mnist_main
-
-from dmdjax import cli
+from dmdjax import cli, configs
 
 
 def main(argv=None) -> dict:
-    return _mnist_main(argv, conditional=True)
+    return cli.mnist_main(argv, lambda preset: configs.mnist(preset, conditional=True), __doc__)
 
 
 if __name__ == "__main__":
-    cli.run(main, sys.argv[1:])
+    cli.run(main)

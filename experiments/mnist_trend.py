@@ -13,13 +13,11 @@ protocol at the paper's scale (GPU/TPU). Rerunning the same command resumes.
 """
 from __future__ import annotations
 
-from mnist_uncond import main as _mnist_main
-
 from dmdjax import cli, configs
 
 
 def main(argv=None) -> dict:
-    return _mnist_main(argv, config=configs.mnist_trend, divisors=(16, 8, 4, 2, 1), doc=__doc__)
+    return cli.mnist_main(argv, configs.mnist_trend, __doc__, divisors=(16, 8, 4, 2, 1))
 
 
 if __name__ == "__main__":

@@ -7,18 +7,10 @@ from the last checkpoint.
 """
 from __future__ import annotations
 
-import functools
 import json
 
-from dmdjax import cli, configs, pipeline
+from dmdjax import cli, configs, data, pipeline
 from dmdjax.data import toy
-
-
-@functools.lru_cache(maxsize=None)
-def toy_dataset(name: str) -> pipeline.Dataset:
-    """One Dataset object per toy, so repeated runs in a process reuse compiled steps."""
-    sample = toy.get_sampler(name)
-    return pipeline.Dataset(name=name, shape=(toy.DIM,), sample=lambda key, n, consts: (sample(key, n), None))
 
 
 def main(argv=None) -> dict:
@@ -32,7 +24,7 @@ def main(argv=None) -> dict:
     mesh = cli.check(cfg, args)  # every config error, before training and config.json
     workdir = cli.workdir(cfg, args)
     cli.announce(cfg, args)
-    summary = pipeline.run(cfg, toy_dataset(args.dataset), workdir, mesh=mesh, progress=not args.quiet,
+    summary = pipeline.run(cfg, data.load(cfg), workdir, mesh=mesh, progress=not args.quiet,
                            results_dir=args.results_dir)
     print(json.dumps({"workdir": str(workdir), "delta_e": summary["table"], "with_ci": summary["table_ci"]},
                      indent=1))

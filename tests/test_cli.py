@@ -12,10 +12,8 @@ import pytest
 from dmdjax import cli, configs, xla_cpu
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
 
-import mnist_uncond  # noqa: E402
-import toy  # noqa: E402
+from experiments import mnist_uncond, toy  # noqa: E402
 
 
 def printed_config(main, argv, capsys) -> dict:

@@ -4,7 +4,6 @@ evaluation through experiments/imagenet64.py; the loader's and the experiment's 
 constructor-argument reader (torch is not installed here, so its unpickling part cannot run)."""
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import jax
@@ -17,10 +16,8 @@ from dmdjax import configs, convert, sampling
 from dmdjax.nets import adm
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-sys.path.insert(0, str(REPO / "tools"))
-import export_edm_pkl  # noqa: E402
-import imagenet64  # noqa: E402
+from experiments import imagenet64  # noqa: E402
+from tools import export_edm_pkl  # noqa: E402
 
 # A conditional ADM (one resolution; attention in dec.8x8_in0) small enough to compile a DMD iteration in seconds
 # on a CPU. Down/up-sampling and attention layouts are covered by the EDM fixture (3 resolutions, attention).

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dmdjax import configs, pipeline
-from dmdjax.data import manifold
+from dmdjax import configs, evaluation, pipeline
+from dmdjax.data import Dataset, image_dataset, manifold
 
 
 def test_manifold_is_seeded_shaped_and_striped():
@@ -50,9 +50,9 @@ def test_manifold_pooling_and_bad_resolution():
 
 def test_first_eval_noises_do_not_depend_on_pca_n():
     cfg = configs.override(configs.manifold("cpu"), eval_n=8)
-    data = pipeline.Dataset(name="d", shape=(4, 4, 1), sample=None, label_dim=10, kind="images")
-    z8, y8 = pipeline.eval_noise(cfg, data)
-    z20, y20 = pipeline.eval_noise(cfg, data, 20)
+    data = Dataset(name="d", shape=(4, 4, 1), sample=None, label_dim=10, kind="images")
+    z8, y8 = evaluation.eval_noise(cfg, data)
+    z20, y20 = evaluation.eval_noise(cfg, data, 20)
     assert z20.shape == (20, 4, 4, 1) and y20.shape == (20, 10)
     np.testing.assert_array_equal(z20[:8], z8)
     np.testing.assert_array_equal(y20[:8], y8)
@@ -68,7 +68,7 @@ def test_tiny_conditional_run(tmp_path):
         "distill_snapshots": (2,), "distill.iterations": 5, "distill.ckpt_every": 5, "distill.warmup": 0,
         "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24})
     x, y = manifold.load_manifold(100, 0, resolution=8)
-    summary = pipeline.run(cfg, pipeline.image_dataset("manifold", x, y, 10), tmp_path, progress=False)
+    summary = pipeline.run(cfg, image_dataset("manifold", x, y, 10), tmp_path, progress=False)
     result = json.loads((tmp_path / "student_2" / "results.json").read_text())
     assert np.isfinite(result["delta_e"]) and result["n"] == 16
     assert summary["table"] == {"2": result["delta_e"]}
@@ -81,17 +81,14 @@ def test_tiny_conditional_run(tmp_path):
 
 def test_image_dataset_rejects_bad_input():
     with pytest.raises(ValueError, match="non-empty"):
-        pipeline.image_dataset("x", np.zeros((0, 8, 8, 1)), None)
+        image_dataset("x", np.zeros((0, 8, 8, 1)), None)
     with pytest.raises(ValueError, match="labels for"):
-        pipeline.image_dataset("x", np.zeros((4, 8, 8, 1)), np.zeros(3))
+        image_dataset("x", np.zeros((4, 8, 8, 1)), np.zeros(3))
 
 
 def test_conditional_figures_from_runs(tmp_path):
     """Fig. 8-10 from finished runs (experiments/conditional_figures.py) on a hand-made run directory."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-    import conditional_figures
+    from experiments import conditional_figures
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
         sdir = tmp_path / name / "student_64"

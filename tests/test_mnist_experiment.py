@@ -1,6 +1,5 @@
 """MNIST: snapshot chaining, a tiny end-to-end run on the real files, and the paper preset's steps at batch 2."""
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -9,11 +8,10 @@ import numpy as np
 import pytest
 
 from dmdjax import configs, distill, loop, pipeline, sampling, teacher
-from dmdjax.cli import mnist_dataset
+from dmdjax.data import Dataset, load
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-import mnist_uncond  # noqa: E402
+from experiments import mnist_uncond  # noqa: E402
 
 TINY_NET = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16, channel_mult=[1], num_blocks=1,
                 attn_resolutions=[], dropout=0.0)
@@ -30,7 +28,7 @@ def tiny_config(**changes):
 
 def synthetic_images(cfg):
     imgs = jnp.tanh(jax.random.normal(jax.random.PRNGKey(0), (64, 8, 8, 1)))
-    return pipeline.Dataset(name="synthetic", shape=(8, 8, 1), kind="images", consts=imgs,
+    return Dataset(name="synthetic", shape=(8, 8, 1), kind="images", consts=imgs,
                             sample=lambda k, n, c: (c[jax.random.randint(k, (n,), 0, 64)], None))
 
 
@@ -56,7 +54,7 @@ def mnist_dir(shared_dir):
 def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     monkeypatch.setenv("DMDJAX_TFDS_DIR", str(tmp_path / "tfds"))
     cfg = tiny_config()
-    data = mnist_dataset(cfg, mnist_dir)
+    data = load(cfg, mnist_dir=mnist_dir)
     assert data.consts[0].shape == (60000, 8, 8, 1)
     ref = pipeline.run(cfg, data, tmp_path / "a", progress=False)
     assert set(ref["snapshots"]) == {"2", "4"}

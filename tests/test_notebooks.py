@@ -30,7 +30,7 @@ TINY_NET = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16,
 TINY = {
     "quickstart.ipynb": dict(teacher_steps=10, distill_iterations=5, eval_n=32),
     "mnist_tpu.ipynb": dict(teacher_steps=2, snapshots=[2], distill_iterations=2, eval_n=16, bf16=False,
-                         net_kwargs=TINY_NET, overrides={"pca_n": 16, "distill.gen_every": 1}),
+                         net_kwargs=TINY_NET, overrides={"pca_n": 16, "distill.gen_every": 1, "classifier_steps": 20}),
     "metrics_api.ipynb": dict(N=64, dim=8),
 }
 

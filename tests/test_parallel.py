@@ -67,8 +67,7 @@ def test_batch_must_divide_devices_on_one_device():
 
 TOY_RUN = textwrap.dedent("""
     import json, sys
-    sys.path.insert(0, "experiments")
-    import toy
+    from experiments import toy
     out = {}
     for n in (1, 4):
         s = toy.main([f"--devices={n}", "--teacher_steps=40", "--distill_iterations=40", "--eval_n=64", "--quiet",

@@ -1,17 +1,13 @@
 """Issue 7's three study commands end to end at tiny sizes (toys only): outputs, shared teacher, resumable layout."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
 
-import ablation  # noqa: E402
-import dimension_sweep  # noqa: E402
-import dynamics  # noqa: E402
+from experiments import ablation, dimension_sweep, dynamics  # noqa: E402
 
 from dmdjax import configs, loop  # noqa: E402
 

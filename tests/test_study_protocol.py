@@ -1,18 +1,17 @@
 """The teacher-length study's protocol: snapshot order, the students' own seed, the trend figure, the exported
 evidence and the study's command line."""
 import json
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from dmdjax import configs, distill, figures, pipeline
+from dmdjax import configs, distill, evaluation, figures, pipeline, runconfig
+from dmdjax.data import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
-import mnist_trend  # noqa: E402
+from experiments import mnist_trend  # noqa: E402
 
 
 def test_earliest_and_latest_snapshots_are_distilled_first():
@@ -37,7 +36,7 @@ def test_distill_seed_changes_only_the_students_stream(monkeypatch, tmp_path):
     pipeline._distill_step.cache_clear()
     assert len(seen) == 3
     assert np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[0], seen[2])
-    assert np.array_equal(seen[0], np.asarray(pipeline.keys(0)["distill"]))
+    assert np.array_equal(seen[0], np.asarray(runconfig.keys(0)["distill"]))
 
 
 def test_trend_figure_plots_each_student_and_its_phi1():
@@ -85,7 +84,7 @@ def test_study_command_line_defaults(capsys):
 def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
     """A run stopped after its first student leaves a partial summary (and its export) that says what is missing;
     the rerun completes it."""
-    import toy
+    from experiments import toy
     monkeypatch.setattr(configs, "toy", lambda d, p="cpu", _t=configs.toy: configs.override(
         _t(d, p), **{"net_kwargs": {"features": (16, 16)}, "record.eval_every": 0, "ci_resamples": 10}))
     argv = ["--dataset=chessboard", "--teacher_steps=20", "--set=teacher.snapshots=10,20", "--set=distill_snapshots=10,20", "--distill_iterations=10",
@@ -112,11 +111,11 @@ def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
 
 def test_teacher_data_fit_tells_a_fitting_teacher_from_a_shifted_one():
     sample = lambda key, n, consts: (jax.random.normal(key, (n, 4)), None)
-    data = pipeline.Dataset(name="gauss", shape=(4,), sample=sample)
+    data = Dataset(name="gauss", shape=(4,), sample=sample)
     cfg = configs.toy("chessboard")
     fitting = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (400, 4)))
-    good = pipeline.teacher_data_fit(cfg, data, fitting)
-    bad = pipeline.teacher_data_fit(cfg, data, fitting + 3.0)
+    good = evaluation.teacher_data_fit(cfg, data, fitting)
+    bad = evaluation.teacher_data_fit(cfg, data, fitting + 3.0)
     assert good["n"] == 200 and good["w2_data_floor"] > 0
     assert good["w2_teacher_data"] < 1.3 * good["w2_data_floor"]
     assert bad["w2_teacher_data"] > 2.5 and bad["w2_data_floor"] == good["w2_data_floor"]

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
 
-import toy  # noqa: E402
+from experiments import toy  # noqa: E402
 
 from dmdjax import loop, metrics  # noqa: E402
 
@@ -155,9 +154,8 @@ def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeyp
 # in the test): the window in which the test kills it.
 SLOW_SAVE_RUN = f"""
 import asyncio, sys
-sys.path.insert(0, "experiments")
 from orbax.checkpoint._src.path import atomicity
-import toy
+from experiments import toy
 from dmdjax import configs
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
 async def slow_finalize(self, *args, **kwargs):

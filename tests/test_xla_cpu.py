@@ -119,9 +119,9 @@ def test_user_malloc_settings_win():
 EXPERIMENT_CHILD = r"""
 import sys, warnings
 warnings.filterwarnings("error", message="dmdjax.xla_cpu.tune")
-sys.path.insert(0, sys.argv[1])
+import importlib
 from dmdjax import pipeline, xla_cpu
-experiment = __import__(sys.argv[2])
+experiment = importlib.import_module("experiments." + sys.argv[2])
 def run(cfg, data, workdir, mesh=None, progress=True, **kwargs):
     raise SystemExit(0 if xla_cpu._flag_on() and xla_cpu._backend_started() else 3)
 pipeline.run = run
@@ -136,6 +136,7 @@ def test_experiments_tune_before_loading_data(experiment, shared_dir, tmp_path):
     argv = ["--train_size=64"] if experiment == "manifold" else [f"--mnist_dir={shared_dir / 'data' / 'mnist'}"]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("MALLOC_")}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", EXPERIMENT_CHILD, os.path.join(repo, "experiments"), experiment,
-                           f"--workdir={tmp_path}", "--quiet", *argv], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", EXPERIMENT_CHILD, repo, experiment,
+                           f"--workdir={tmp_path}", "--quiet", *argv], capture_output=True, text=True, env=env,
+                          cwd=repo)
     assert proc.returncode == 0, proc.stderr[-2000:]

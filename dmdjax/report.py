@@ -1,0 +1,151 @@
+"""Figures and titles of a run, drawn from the arrays and numbers `dmdjax.evaluation` computed: a student's
+pairing, quadruples / quintuples, PCA, heat map, boundary and memorization figures (Fig. 1-3, 5, 6, 9-12), and
+the run's DM-loss curves (Fig. 4), teacher quality and copying trend."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dmdjax import figures, files, metrics, quality
+from dmdjax.data import Dataset
+from dmdjax.runconfig import Config
+
+__all__ = ["ci_text", "student_figures", "run_figures", "snapshot_table", "readme_tables", "update_readme"]
+
+
+def ci_text(result: dict, suffix: str = "") -> str:
+    """'Delta_E = 0.12 [0.10, 0.15], kappa = 0.4 [0.3, 0.5]' from result fields (`evaluation.ci_fields`), for
+    titles; kappa is marked 'unreliable' when Delta_E_null is too small for it to mean anything."""
+    lo, hi = result[f"delta_e{suffix}_ci"]
+    klo, khi = result[f"kappa{suffix}_ci"]
+    flag = "" if result[f"kappa{suffix}_reliable"] else " (unreliable)"
+    return (f"Delta_E = {result[f'delta_e{suffix}']:.3g} [{lo:.3g}, {hi:.3g}], "
+            f"kappa = {result[f'kappa{suffix}']:.2g} [{klo:.2g}, {khi:.2g}]{flag}")
+
+
+def student_figures(cfg: Config, data: Dataset, outdir: Path, arrays: dict, result: dict, dm_curve: tuple,
+                    train_images=None) -> None:
+    """A student's figures in outdir from `evaluation.evaluate`'s arrays (samples on the shared noises, the
+    distances to Phi_K, the copying statistics) and result (titles)."""
+    outdir = Path(outdir)
+    n, k = cfg.eval_n, cfg.k_ref
+    s = {key: v for key, v in arrays.items() if key.startswith("phi_") or key == "g"}
+    if data.kind == "images":
+        _pairing_figures(s, arrays["dist_phi1"], arrays["dist_g"], outdir, k)
+    if "copying_stats" in arrays:
+        _copying_figures(s, arrays["copying_stats"], train_images, outdir, cfg, result["boundary"])
+    z = np.asarray(arrays["z"][:n])
+    s = {key: v[:n] for key, v in s.items()}
+    ref_name, ref = f"Phi_{k}", s[f"phi_{k}"]
+    tag = f"{cfg.name}, {outdir.name.replace('_', ' ')}: {ci_text(result)}"
+    if data.kind == "points":
+        fig = figures.pairing_scatter({"z": z, ref_name: ref, "Phi_1": s["phi_1"], "G": s["g"]}, z, tag, lim=3.0)
+        figures.save(fig, outdir / "pairing.png")
+    else:
+        rows = {f"Phi_{j}": s[f"phi_{j}"] for j in sorted(set(cfg.eval_ks) | set(cfg.figure_ks))}
+        figures.save(figures.image_rows({**rows, "G": s["g"]}, title=tag), outdir / "quadruples.png")
+    m = min(100, len(z))
+    sub = metrics.transport_energies(ref[:m], s["g"][:m])
+    figures.save(figures.distance_heatmap(ref[:m], s["g"][:m], np.asarray(sub.assignment),
+                                          f"{m} pairs, Delta_E = {float(sub.delta_e):.3g}"), outdir / "heatmap.png")
+    figures.save(figures.dm_loss_curves({outdir.name: dm_curve}), outdir / "dm_loss.png")
+
+
+def _pairing_figures(s: dict, dist_1, dist_g, outdir: Path, k: int) -> None:
+    """Image data: PCA of the (Phi_K, Phi_1, G) triplets on the leading components of Phi_K (Fig. 1 bottom, 9)
+    and ||Phi_1 - Phi_K|| against ||G - Phi_K|| per seed (Fig. 10, 11 bottom)."""
+    p_ref, p_1, p_g = metrics.pca_projection(s[f"phi_{k}"], s["phi_1"], s["g"])
+    figures.save(figures.pca_triplets({f"Phi_{k}": p_ref, "Phi_1": p_1, "G": p_g}, np.asarray(p_ref)),
+                 outdir / "pca.png")
+    figures.save(figures.displacement_scatter(dist_1, dist_g, f"||Phi_1 - Phi_{k}||", f"||G - Phi_{k}||"),
+                 outdir / "distances.png")
+
+
+def _copying_figures(s: dict, stats: dict, train_images, outdir: Path, cfg: Config, boundary: dict) -> None:
+    """Quintuples with the two nearest training images (Fig. 6 / 11 top), D(z) vs delta(z) (Fig. 5) and the
+    memorization-ratio histogram (Fig. 12)."""
+    k, m = cfg.k_ref, cfg.n_show
+    train = np.asarray(train_images)
+    rows = {"Phi_1": s["phi_1"][:m], f"Phi_{k}": s[f"phi_{k}"][:m], "G": s["g"][:m],
+            "x1": train[stats["neighbours"][:m, 0]], "x2": train[stats["neighbours"][:m, 1]]}
+    figures.save(figures.image_rows(rows, m), outdir / "quintuples.png")
+    corr, partial = boundary["corr_d_delta"], boundary["partial_corr_d_delta_given_dist_phi1"]
+    figures.save(figures.displacement_scatter(
+        stats["d_z"], stats["delta"], "D(z)", "delta(z)", diagonal=False, hline=0.0,
+        title=f"corr = {corr:.3f}, partial corr | ||Phi_1 - Phi_{k}|| = {partial:.3f}"), outdir / "boundary.png")
+    figures.save(figures.histogram(stats["r"], f"r(Phi_{k}(z))"), outdir / "memorization.png")
+
+
+def run_figures(summary: dict, workdir: Path, curves: dict, k_ref: int) -> None:
+    """The run's figures over snapshots: DM loss of every student (Fig. 4), teacher quality (adds
+    summary["teacher_quality"]) and, with two or more students, Delta_E / kappa against teacher steps and quality."""
+    workdir = Path(workdir)
+    figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
+    quality.save_teacher_quality(summary, workdir, k_ref)
+    if len(summary["snapshots"]) > 1:
+        figures.save(figures.copying_trend(summary["snapshots"], summary.get("teacher_quality")),
+                     workdir / "trend.png")
+
+
+def _ci(value, ci, digits: int = 3) -> str:
+    return f"{value:.{digits}g} [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
+
+
+def snapshot_table(summary: dict) -> str:
+    """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot:
+    held-out teacher loss, Delta_E and kappa of G with 95 % intervals, Delta_E of Phi_1, the teacher's floor
+    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, FD of G / Phi_K, and whether the student
+    converged (after how many iterations). README's result tables are these (a test compares them)."""
+    head = ("| teacher steps | held-out EDM loss | Delta_E(Phi_8, G) [95 % CI] | kappa [95 % CI] | Delta_E(Phi_8, Phi_1) "
+            "| floor Delta_E(Phi_8, Phi_32) | W2 G / floor / Phi_1 | FD G / Phi_8 | converged (iterations) |")
+    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for step, r in sorted(summary["snapshots"].items(), key=lambda kv: int(kv[0])):
+        loss = r.get("teacher_quality", {}).get("heldout_edm_loss")
+        floor = r.get("teacher_floor_phi_32")
+        fit = r.get("fit", {})
+        fd = r.get("frechet", {})
+        k = r.get("k_ref", 8)
+        conv = r.get("convergence", {})
+        cells = [
+            str(step),
+            "" if loss is None else f"{loss:.4f}",
+            _ci(r["delta_e"], r["delta_e_ci"]),
+            _ci(r["kappa"], r["kappa_ci"], 2) + ("" if r.get("kappa_reliable", True) else " (unreliable)"),
+            _ci(r["delta_e_phi1"], r["delta_e_phi1_ci"]),
+            "" if floor is None else _ci(floor["delta_e"], floor["delta_e_ci"]),
+            " / ".join(f"{fit[key]:.2f}" for key in ("w2_student", "w2_teacher_floor", "w2_phi1") if key in fit),
+            " / ".join(f"{fd[key]:.1f}" for key in ("g", f"phi_{k}") if key in fd),
+            f"{'yes' if r.get('converged') else 'no'} ({conv.get('iterations', '?')})" if "converged" in r else "",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+TABLE_BEGIN, TABLE_END = "<!-- table: {} -->", "<!-- /table -->"
+
+
+def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]:
+    """{experiment: (table in README, table from results_root/<experiment>/results.json)} for every
+    `<!-- table: <experiment> -->` ... `<!-- /table -->` block of README's text."""
+    out = {}
+    for chunk in readme.split(TABLE_BEGIN.split("{}")[0])[1:]:
+        name, rest = chunk.split(" -->", 1)
+        text = rest.split(TABLE_END, 1)[0].strip()
+        summary = json.loads((Path(results_root) / name / "results.json").read_text())
+        out[name] = (text, snapshot_table(summary))
+    return out
+
+
+def update_readme(readme_path: Path, results_root: Path) -> list[str]:
+    """Rewrite README's marked tables from the committed results; returns the experiments whose table changed."""
+    text = Path(readme_path).read_text()
+    changed = []
+    for name, (old, new) in readme_tables(text, results_root).items():
+        if old != new:
+            text = text.replace(f"{TABLE_BEGIN.format(name)}\n{old}\n{TABLE_END}",
+                                f"{TABLE_BEGIN.format(name)}\n{new}\n{TABLE_END}")
+            changed.append(name)
+    files.write_text(readme_path, text)
+    return changed

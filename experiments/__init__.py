@@ -1,0 +1,1 @@
+"""The experiments: runnable scripts (`python experiments/<name>.py --help`), importable as a package."""

@@ -1,0 +1,34 @@
+"""README's result tables are the committed evidence: each `<!-- table: X -->` block equals the table generated
+from results/X/results.json (`python tools/readme_tables.py` regenerates them)."""
+import json
+from pathlib import Path
+
+from dmdjax import report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_tables_match_the_committed_results():
+    tables = report.readme_tables((REPO / "README.md").read_text(), REPO / "results")
+    for name, (in_readme, from_results) in tables.items():
+        assert in_readme == from_results, f"README's {name} table differs from results/{name}: run tools/readme_tables.py"
+
+
+def test_table_rows_follow_the_results(tmp_path):
+    snap = {"delta_e": 0.5, "delta_e_ci": [0.4, 0.6], "kappa": 0.7, "kappa_ci": [0.6, 0.8], "kappa_reliable": True,
+            "delta_e_phi1": 0.01, "delta_e_phi1_ci": [0.0, 0.02], "fit": {"w2_student": 6.5, "w2_teacher_floor": 6.0,
+            "w2_phi1": 20.0}, "converged": False, "convergence": {"iterations": 2000},
+            "teacher_quality": {"heldout_edm_loss": 0.2}, "frechet": {"g": 40.0, "phi_8": 12.0}}
+    summary = {"snapshots": {"8192": snap, "512": {**snap, "delta_e": 1.2, "converged": True,
+                                                    "convergence": {"iterations": 900}}}}
+    lines = report.snapshot_table(summary).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| 512 | 0.2000 | 1.2 [0.4, 0.6]") and "yes (900)" in lines[2]
+    assert lines[3].startswith("| 8192 |") and "no (2000)" in lines[3] and "6.50 / 6.00 / 20.00" in lines[3]
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "results.json").write_text(json.dumps(summary))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table: x -->\n| stale |\n<!-- /table -->\nend\n")
+    assert report.update_readme(readme, tmp_path) == ["x"]
+    assert report.readme_tables(readme.read_text(), tmp_path)["x"][0] == report.snapshot_table(summary)
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("end\n")
+    assert report.update_readme(readme, tmp_path) == []

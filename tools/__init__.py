@@ -1,0 +1,1 @@
+"""Tools around the experiments (e.g. exporting EDM's pickled teachers)."""
