@@ -32,11 +32,10 @@ def _cfg(**kw):
 def _setup(model, params, cfg):
     """(guidance params, consts, draws at step 0) for cfg."""
     key = jax.random.PRNGKey(1)
-    cls = distill.init_classifier(model, cfg, key, SHAPE) if cfg.gan else None
-    state = distill.init_state(params, cfg, cls)
-    pairs = distill.teacher_pairs(model, params, cfg, key, SHAPE) if cfg.regression else None
-    consts = distill.step_consts(cfg, params, None, pairs)
-    draws = jax.jit(distill.make_draws(cfg, key, 0, SHAPE, sample=_sample))(jnp.int32(0), consts)
+    active = distill.terms(cfg, model, SHAPE, sample=_sample)
+    state = distill.init_state(params, cfg, distill.term_params(active, key))
+    consts = distill.step_consts(active, params, key)
+    draws = jax.jit(distill.make_draws(cfg, key, active, 0, SHAPE))(jnp.int32(0), consts)
     return state, consts, draws
 
 
@@ -89,9 +88,10 @@ def test_bottlenecks_and_head_logits(tiny):
     model, params = tiny
     assert gan.bottleneck_shape(model, SHAPE) == (2, 16)          # the MLP's last hidden layer
     cfg = _cfg(gan=True)
-    head = distill.classifier_head(model, cfg, SHAPE)
+    (term,) = distill.terms(cfg, model, SHAPE)
+    head = term.head
     assert isinstance(head, gan.MLPHead)
-    cls = distill.init_classifier(model, cfg, jax.random.PRNGKey(0), SHAPE)
+    cls = term.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(2), (8, 4))
     out = gan.logits(model, head, params, cls, x, jnp.ones(8), jnp.zeros((8, 4)))
     assert out.shape == (8,)
@@ -115,8 +115,9 @@ def test_regression_pairs_are_teacher_samples(tiny):
     np.testing.assert_allclose(y, phi, rtol=1e-4, atol=1e-3)   # untrained teacher: |y| up to ~80
     assert distill.regression_loss(jnp.ones((3, 2)), jnp.zeros((3, 2))).shape == ()
     np.testing.assert_allclose(distill.regression_loss(jnp.ones((3, 2)), jnp.zeros((3, 2))), 1.0)
-    with pytest.raises(ValueError, match="pairs"):
-        distill.step_consts(cfg, params)
+    consts = distill.step_consts(distill.terms(cfg, model, SHAPE), params, jax.random.PRNGKey(1))
+    for a, b in zip(consts.terms["regression"], (z, y)):      # the step's pairs are these (any batching)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def grads(tiny):
     model, params = tiny
     cfg = _cfg(gan=True, regression_weight=0.25)
     state, consts, d = _setup(model, params, cfg)
-    gen_loss, guidance_loss = distill.make_losses(model, cfg, distill.classifier_head(model, cfg, SHAPE))
+    gen_loss, guidance_loss = distill.make_losses(model, cfg, distill.terms(cfg, model, SHAPE, sample=_sample))
 
     def both(gen_params, guidance_params, teacher_params):
         total, (x, terms) = gen_loss(gen_params, guidance_params, teacher_params, d)
@@ -171,11 +172,11 @@ def test_classifier_loss_reaches_only_fake_encoder_and_head(grads):
 def _one_iteration(model, params, cfg):
     """Two generator-update iterations (jitted once) from the initial state: (state, metrics of the second)."""
     key = jax.random.PRNGKey(1)
-    cls = distill.init_classifier(model, cfg, key, SHAPE) if cfg.gan else None
+    active = distill.terms(cfg, model, SHAPE, sample=_sample)
     iteration = jax.jit(lambda s, c: distill.make_iteration(model, cfg, key, sample_shape=SHAPE, sample=_sample)(
         s, c, True))
-    consts = distill.step_consts(cfg, params)
-    state, _ = iteration(distill.init_state(params, cfg, cls), consts)
+    consts = distill.step_consts(active, params, key)
+    state, _ = iteration(distill.init_state(params, cfg, distill.term_params(active, key)), consts)
     return iteration(state, consts)
 
 
@@ -191,7 +192,7 @@ def test_switches_off_reproduce_plain_dmd_exactly(tiny, plain):
     for a, b in zip(jax.tree.leaves((plain, m_plain)), jax.tree.leaves((off, m_off))):
         np.testing.assert_array_equal(a, b)
     assert set(m_off) == {"dm_loss", "fake_loss", "gen_update"}
-    assert distill.step_consts(_cfg(), params) is params       # the step still takes the teacher's params alone
+    assert distill.step_consts(distill.terms(_cfg()), params) == distill.StepConsts(params, {})   # no terms
 
 
 def test_gan_with_zero_weights_leaves_plain_dmd_unchanged(tiny, plain):
@@ -211,10 +212,10 @@ def test_config_checks():
         distill.DistillConfig(gan_max_timestep=0)
     with pytest.raises(ValueError, match="regression"):
         distill.DistillConfig(regression_weight=-1.0)
-    with pytest.raises(ValueError, match="cls_params"):
+    with pytest.raises(ValueError, match="'cls'"):
         distill.init_state({"w": jnp.zeros(2)}, distill.DistillConfig(gan=True))
     cfg = distill.DistillConfig(iterations=7, chunk=3, ckpt_every=9)
-    assert cfg.step_fields() == distill.DistillConfig()
+    assert cfg.step() == distill.DistillConfig().step() == distill.StepConfig()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -138,5 +138,5 @@ def test_paper_preset_steps_compile_and_run_at_batch_2():
     dcfg = configs.override(cfg, **{"distill.batch": 2}).distill
     iteration = jax.jit(distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), sample_shape=(32, 32, 1)),
                         static_argnums=2)
-    dstate, dm = iteration(distill.init_state(state.params, dcfg), state.params, True)
+    dstate, dm = iteration(distill.init_state(state.params, dcfg), distill.StepConsts(state.params, {}), True)
     assert np.isfinite(float(dm["fake_loss"])) and int(dstate.gen.step) == 1
