@@ -53,7 +53,7 @@ class StepConfig:
     dm_max_index: int = diffusion.DM_MAX_INDEX
     # The DM loss (Fig. 4) and the generator's other terms are computed where the generator updates, as DMD2 does.
     # True also computes them on the other gen_every - 1 iterations, for a 5x denser curve: two more network
-    # forwards (teacher, fake score) on each, ~1/3 of such an iteration's time (BUILD_NOTES).
+    # forwards (teacher, fake score) on each (their cost: BUILD_NOTES).
     dm_loss_every_iteration: bool = False
     # Auxiliary terms (`TERMS`; the paper uses neither, Sec. 4.1.1). Off by default.
     gan: bool = False                # DMD2's GAN term (REFERENCE 1.7)
@@ -116,6 +116,7 @@ class LossTerm(Protocol):
     param_name    its params' key in the fake-score state (beside 'fake'), or None when it has none
     streams       indices of the auxiliary key streams its draws use (`make_draws`); disjoint between terms
     uses_data     whether it reads the Dataset (`sample`, and its consts through `consts`)
+    active(cfg) -> bool                                  whether `cfg` turns it on (a staticmethod)
     init(key) -> params or None                          its params, from the distillation key
     consts(teacher_params, key, data_consts, cache_dir) -> pytree, built once outside the jitted step
     draws(keys, consts, table, mesh) -> dict             its random inputs; keys: one per stream
@@ -129,6 +130,8 @@ class LossTerm(Protocol):
     streams: ClassVar[tuple[int, ...]]
     uses_data: ClassVar[bool]
 
+    @staticmethod
+    def active(cfg: StepConfig) -> bool: ...
     def init(self, key) -> Any: ...
     def consts(self, teacher_params, key, data_consts=None, cache_dir: Path | None = None) -> Any: ...
     def draws(self, keys, consts, table, mesh) -> dict: ...

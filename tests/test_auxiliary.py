@@ -207,6 +207,35 @@ def test_gan_with_zero_weights_leaves_plain_dmd_unchanged(tiny, plain):
     assert float(m_plain["dm_loss"]) > 0
 
 
+def test_a_new_term_is_one_object(tiny, plain, monkeypatch):
+    """A term registered in TERMS joins the losses, draws and metrics without other changes; a stream past the
+    split's AUX_STREAMS works; a term with weight 0 leaves plain DMD's generator and fake score as they were."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe(distill._Bound):
+        name, param_name, streams, uses_data = "probe", None, (distill.AUX_STREAMS,), False
+        active = staticmethod(lambda cfg: True)
+
+        def draws(self, keys, consts, table, mesh):
+            return {"u": jax.random.uniform(keys[0], self.shape)}
+
+        def generator_term(self, gen_params, fake_params, params, x, d):
+            loss = jnp.mean((x - d["probe"]["u"]) ** 2)
+            return 0.0 * loss, {"probe_gen": loss}
+
+        def fake_term(self, fake_params, params, x, d):
+            return 0.0 * jnp.mean(x), {"probe_fake": jnp.mean(d["probe"]["u"])}
+
+    monkeypatch.setattr(distill, "TERMS", distill.TERMS + (Probe,))
+    model, params = tiny
+    state, m = _one_iteration(model, params, _cfg())
+    assert set(m) == {"dm_loss", "fake_loss", "gen_update", "probe_gen", "probe_fake"}
+    assert 0.4 < float(m["probe_fake"]) < 0.6
+    for a, b in zip(jax.tree.leaves((plain[0].gen, plain[0].fake)), jax.tree.leaves((state.gen, state.fake))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="gan_max_timestep"):
         distill.DistillConfig(gan_max_timestep=0)
