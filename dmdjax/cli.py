@@ -335,7 +335,7 @@ def describe(cfg) -> str:
     else:
         net_text = f"MLP {list(net.get('features', (384,) * 5))}"
     t, d = cfg.teacher, cfg.distill
-    snaps = ",".join(str(s) for s in (cfg.distill_snapshots or t.snapshots or (t.steps,)))
+    snaps = ",".join(str(s) for s in cfg.snapshots())
     return (f"{net_text}; teacher {t.steps} steps, batch {t.batch}, lr {t.lr:g}; DMD {d.iterations} iterations "
             f"per snapshot ({snaps}), batch {d.batch}, lr {d.lr_gen:g}/{d.lr_fake:g}, warm-up {d.warmup}, "
             f"1:{d.gen_every}; N={cfg.eval_n}; {cfg.compute_dtype}")

@@ -27,7 +27,7 @@ def main(argv=None, conditional: bool = False, config=None, divisors=(8, 4, 2, 1
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
     cfg = cli.apply_common_flags(config(cli.resolve_preset(args)), args)
     snapshots = args.snapshots or cli.default_snapshots(cfg.teacher.steps, divisors)
-    cfg = configs.override(cfg, **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
+    cfg = configs.override(cfg, distill_snapshots=snapshots)
     cli.print_config_and_exit(cfg, args)
     mesh = cli.check(cfg, args)  # every config error, before data, training and config.json
     workdir = cli.workdir(cfg, args)
