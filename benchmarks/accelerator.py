@@ -127,7 +127,8 @@ def run_row(net: str, program: str, batch: int, dtype: str, args) -> dict:
     elif program in ("generator", "fake"):
         dcfg = configs.override(paper, **{"distill.batch": batch}).distill
         it = distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), 0, shape)
-        fn = jax.jit(lambda st, tp: it(st, tp, update_generator=(program == "generator")), donate_argnums=0)
+        fn = jax.jit(lambda st, tp: it(st, distill.StepConsts(tp, {}), update_generator=(program == "generator")),
+                     donate_argnums=0)
         state = distill.init_state(params, dcfg)
         res = measure(fn, (state, jax.tree.map(jnp.array, params)), 1, args.repeats, batch, peak, device)
     elif program == "phi8":

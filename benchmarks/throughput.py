@@ -47,7 +47,7 @@ def _child(preset: str, dataset: str, devices: int, repeats: int, bf16: bool) ->
                                        jax.random.PRNGKey(1), mesh), donate_argnums=0)
     d_step = jax.jit(distill.make_step(model, cfg.distill, jax.random.PRNGKey(2), 0, shape, mesh), donate_argnums=0)
     dstate = parallel.replicate(distill.init_state(state.params, cfg.distill), mesh)
-    tparams = parallel.replicate(jax.tree.map(jnp.array, state.params), mesh)
+    tparams = distill.StepConsts(parallel.replicate(jax.tree.map(jnp.array, state.params), mesh), {})
 
     def timed(fn, st, *args):
         times = []

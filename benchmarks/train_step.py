@@ -153,7 +153,8 @@ def _child(net: str, part: str, repeats: int, warmup: int, tune: bool) -> dict:
         dcfg = configs.override(paper, **{"distill.batch": BATCH,
                                           "distill.dm_loss_every_iteration": part == "fake_dm"}).distill
         it = distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), 0, shape)
-        step = jax.jit(lambda st, tp: it(st, tp, update_generator=(part == "generator")), donate_argnums=0)
+        step = jax.jit(lambda st, tp: it(st, distill.StepConsts(tp, {}), update_generator=(part == "generator")),
+                       donate_argnums=0)
         state = distill.init_state(params, dcfg)
         tparams = jax.tree.map(jnp.array, params)
         call = lambda st: step(st, tparams)

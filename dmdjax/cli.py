@@ -335,7 +335,7 @@ def describe(cfg) -> str:
     else:
         net_text = f"MLP {list(net.get('features', (384,) * 5))}"
     t, d = cfg.teacher, cfg.distill
-    snaps = ",".join(str(s) for s in (cfg.distill_snapshots or t.snapshots or (t.steps,)))
+    snaps = ",".join(str(s) for s in cfg.snapshots())
     return (f"{net_text}; teacher {t.steps} steps, batch {t.batch}, lr {t.lr:g}; DMD {d.iterations} iterations "
             f"per snapshot ({snaps}), batch {d.batch}, lr {d.lr_gen:g}/{d.lr_fake:g}, warm-up {d.warmup}, "
             f"1:{d.gen_every}; N={cfg.eval_n}; {cfg.compute_dtype}")
@@ -494,7 +494,7 @@ def mnist_main(argv, config: Callable[[str], Any], doc: str, divisors: Sequence[
     start(args)                  # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
     cfg = apply_common_flags(config(resolve_preset(args)), args)
     snapshots = args.snapshots or default_snapshots(cfg.teacher.steps, divisors)
-    cfg = configs.override(cfg, **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
+    cfg = configs.override(cfg, distill_snapshots=snapshots)
     print_config_and_exit(cfg, args)
     mesh = check(cfg, args)      # every config error, before data, training and config.json
     work = workdir(cfg, args)

@@ -24,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 from dmdjax import diffusion
+from dmdjax.nets import denoise_fn
 from dmdjax.nets.adm import adm_denoiser, param_shapes
 
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias"}
@@ -198,8 +199,8 @@ def edm_denoiser(state_dict: Mapping[str, np.ndarray], config: dict, dtype=jnp.f
     """
     model = adm_denoiser(config, dtype=dtype)
     params = params_from_state_dict(state_dict, config, prefix=prefix)
-    apply = jax.jit(lambda p, x, sigma, labels: model.apply({"params": p}, x, sigma, labels))
+    apply = jax.jit(lambda p, x, sigma, labels: denoise_fn(model, p)(x, sigma, labels))
 
-    def denoise_fn(x, sigma, class_labels=None):
+    def denoise(x, sigma, class_labels=None):
         return apply(params, x, sigma, class_labels)
-    return denoise_fn
+    return denoise

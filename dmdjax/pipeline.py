@@ -49,10 +49,10 @@ def _teacher_step(model, tcfg: teacher.TeacherConfig, sample: Callable, seed: in
 
 
 @functools.lru_cache(maxsize=8)
-def _distill_step(model, dcfg: distill.DistillConfig, seed: int, label_dim: int, shape: tuple, mesh, sample=None):
-    """Callers pass `dcfg.step_fields()` (so runs differing only in length share the compiled step) and the
-    Dataset's `sample` only when the GAN term needs real data."""
-    return distill.make_step(model, dcfg, keys(seed)["distill"], label_dim, shape, mesh, sample)
+def _distill_step(model, scfg: distill.StepConfig, seed: int, label_dim: int, shape: tuple, mesh, sample=None):
+    """Callers pass `DistillConfig.step()` (so runs differing only in length share the compiled step) and the
+    Dataset's `sample` only when a term reads the data."""
+    return distill.make_step(model, scfg, keys(seed)["distill"], label_dim, shape, mesh, sample)
 
 
 def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress: bool = True):
@@ -80,29 +80,19 @@ def teacher_snapshot(ckpt: Checkpointer, template_state, step: int):
 def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True):
     """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState.
 
-    With DMD2's GAN term the step also samples real data (`data.sample` on `data.consts`) and the fake-score state
-    holds the classifier head; with DMD1's regression term it takes N_ref teacher pairs, computed once and kept in
-    outdir/regression_pairs.npz (distill.py). Both off: plain DMD, as before."""
+    The step's constants are `distill.step_consts` of the active terms (`distill.terms`): with DMD2's GAN term the
+    Dataset's consts (real data) and the classifier head in the fake-score state; with DMD1's regression term N_ref
+    teacher pairs, computed once and kept in outdir/regression_pairs.npz."""
     dcfg = cfg.distill
-    step = _distill_step(model, dcfg.step_fields(), cfg.student_seed(), data.label_dim, tuple(data.shape), mesh,
-                         data.sample if dcfg.gan else None)
+    shape = tuple(data.shape)
+    active = distill.terms(dcfg, model, shape, data.label_dim, data.sample)
+    sample = data.sample if any(t.uses_data for t in active) else None   # else one step serves every Dataset
+    step = _distill_step(model, dcfg.step(), cfg.student_seed(), data.label_dim, shape, mesh, sample)
     key = keys(cfg.student_seed())["distill"]
-    cls_params = distill.init_classifier(model, dcfg, key, tuple(data.shape), data.label_dim) if dcfg.gan else None
-    pairs = None
-    if dcfg.regression:
-        outdir.mkdir(parents=True, exist_ok=True)
-        path = outdir / "regression_pairs.npz"
-        if path.exists():
-            with np.load(path) as f:
-                pairs = (f["z"], f["y"], f["labels"] if "labels" in f else None)
-        else:   # deterministic in (seed, teacher): every host computes them, the first one keeps them
-            pairs = distill.teacher_pairs(model, teacher_params, dcfg, key, tuple(data.shape), data.label_dim)
-            if jax.process_index() == 0:
-                files.save_npz(path, z=pairs[0], y=pairs[1], **({} if pairs[2] is None else {"labels": pairs[2]}))
+    consts = distill.step_consts(active, teacher_params, key, data.consts, cache_dir=outdir)
     teacher_params = parallel.replicate(teacher_params, mesh)
-    state = parallel.replicate(distill.init_state(teacher_params, dcfg, cls_params), mesh)
-    consts = distill.step_consts(dcfg, teacher_params, parallel.replicate(data.consts, mesh) if dcfg.gan else None,
-                                 parallel.replicate(pairs, mesh))
+    state = parallel.replicate(distill.init_state(teacher_params, dcfg, distill.term_params(active, key)), mesh)
+    consts = parallel.replicate(consts, mesh)
     ckpt = Checkpointer(outdir / "ckpt")
     recorder = make_recorder(cfg, data, model, teacher_params, outdir, ckpt) if cfg.record.eval_every else None
     return loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,

@@ -25,6 +25,7 @@ import scipy.stats
 
 from dmdjax import classifier, diffusion, metrics
 from dmdjax.metrics.frechet import frechet_distance
+from dmdjax.nets import denoise_fn
 
 __all__ = ["SIGMA_GRID_SIZE", "frechet_scores", "heldout_edm_loss", "heldout_fit", "heldout_metrics",
            "reference_images", "save_teacher_quality", "sigma_grid", "teacher_quality_figure", "teacher_quality_table"]
@@ -47,7 +48,7 @@ def sigma_grid(n: int = SIGMA_GRID_SIZE) -> np.ndarray:
 def _weighted_error(model, params, x, noise, sigma, labels):
     """(B,) lambda(sigma) * mean over elements of (D(x + sigma noise; sigma) - x)^2, for one scalar sigma."""
     s = jnp.full((x.shape[0],), sigma, jnp.float32)
-    d = model.apply({"params": params}, x + sigma * noise, s, labels)
+    d = denoise_fn(model, params)(x + sigma * noise, s, labels)
     return diffusion.loss_weight(sigma) * jnp.mean((d - x) ** 2, axis=tuple(range(1, x.ndim)))
 
 

@@ -20,7 +20,7 @@ class Config:
     net_kwargs: dict = dataclasses.field(default_factory=dict)
     teacher: teacher.TeacherConfig = teacher.TeacherConfig()
     distill: distill.DistillConfig = distill.DistillConfig()
-    distill_snapshots: tuple[int, ...] = ()   # teacher steps to distill; () = the final teacher only
+    distill_snapshots: tuple[int, ...] = ()   # teacher steps kept and distilled; () = the final teacher only
     eval_n: int = 1000                     # N shared noises for Delta_E (paper: 1000)
     pca_n: int = 2000                      # image data: triplets in the PCA figure (Fig. 1, 9: 2000)
     eval_ks: tuple[int, ...] = (1, 8, 32)      # Phi_K computed on all N noises
@@ -37,6 +37,7 @@ class Config:
     classifier_steps: int = 1500           # MNIST: training steps of the Frechet-distance classifier; 0 = no FD
 
     def snapshots(self) -> tuple[int, ...]:
+        """The teacher snapshots, sorted: the steps whose teacher checkpoints are kept and distilled."""
         return tuple(sorted(self.distill_snapshots)) or (self.teacher.steps,)
 
     def distill_order(self) -> tuple[int, ...]:

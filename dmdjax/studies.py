@@ -62,7 +62,7 @@ def at_final_snapshot(cfg: Config) -> Config:
     if not cfg.distill_snapshots:
         return cfg
     last = (cfg.teacher.steps,)
-    return configs.override(cfg, distill_snapshots=last, **{"teacher.snapshots": last})
+    return configs.override(cfg, distill_snapshots=last)
 
 
 def ablation_config(dataset: str, preset: str) -> Config:

@@ -23,7 +23,6 @@ class TeacherConfig:
     warmup: int = 0              # linear lr warm-up (optimiser steps)
     weight_decay: float = 0.0
     clip_norm: float | None = None
-    snapshots: tuple[int, ...] = ()   # steps whose checkpoints are kept (teacher snapshots)
     ckpt_every: int = 1000
     chunk: int = 100             # steps per jitted scan
 

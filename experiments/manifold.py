@@ -25,7 +25,7 @@ def main(argv=None) -> dict:
     cfg = cli.apply_common_flags(configs.manifold(cli.resolve_preset(args)), args)
     snapshots = args.snapshots or (cfg.teacher.steps,)
     cfg = configs.override(cfg, dataset=f"manifold(seed={args.data_seed}, n={args.train_size})",
-                           **{"teacher.snapshots": snapshots, "distill_snapshots": snapshots})
+                           distill_snapshots=snapshots)
     cli.print_config_and_exit(cfg, args)
     mesh = cli.check(cfg, args)  # every config error, before data, training and config.json
     workdir = cli.workdir(cfg, args)

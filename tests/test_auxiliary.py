@@ -32,11 +32,10 @@ def _cfg(**kw):
 def _setup(model, params, cfg):
     """(guidance params, consts, draws at step 0) for cfg."""
     key = jax.random.PRNGKey(1)
-    cls = distill.init_classifier(model, cfg, key, SHAPE) if cfg.gan else None
-    state = distill.init_state(params, cfg, cls)
-    pairs = distill.teacher_pairs(model, params, cfg, key, SHAPE) if cfg.regression else None
-    consts = distill.step_consts(cfg, params, None, pairs)
-    draws = jax.jit(distill.make_draws(cfg, key, 0, SHAPE, sample=_sample))(jnp.int32(0), consts)
+    active = distill.terms(cfg, model, SHAPE, sample=_sample)
+    state = distill.init_state(params, cfg, distill.term_params(active, key))
+    consts = distill.step_consts(active, params, key)
+    draws = jax.jit(distill.make_draws(cfg, key, active, 0, SHAPE))(jnp.int32(0), consts)
     return state, consts, draws
 
 
@@ -89,9 +88,10 @@ def test_bottlenecks_and_head_logits(tiny):
     model, params = tiny
     assert gan.bottleneck_shape(model, SHAPE) == (2, 16)          # the MLP's last hidden layer
     cfg = _cfg(gan=True)
-    head = distill.classifier_head(model, cfg, SHAPE)
+    (term,) = distill.terms(cfg, model, SHAPE)
+    head = term.head
     assert isinstance(head, gan.MLPHead)
-    cls = distill.init_classifier(model, cfg, jax.random.PRNGKey(0), SHAPE)
+    cls = term.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(2), (8, 4))
     out = gan.logits(model, head, params, cls, x, jnp.ones(8), jnp.zeros((8, 4)))
     assert out.shape == (8,)
@@ -115,8 +115,9 @@ def test_regression_pairs_are_teacher_samples(tiny):
     np.testing.assert_allclose(y, phi, rtol=1e-4, atol=1e-3)   # untrained teacher: |y| up to ~80
     assert distill.regression_loss(jnp.ones((3, 2)), jnp.zeros((3, 2))).shape == ()
     np.testing.assert_allclose(distill.regression_loss(jnp.ones((3, 2)), jnp.zeros((3, 2))), 1.0)
-    with pytest.raises(ValueError, match="pairs"):
-        distill.step_consts(cfg, params)
+    consts = distill.step_consts(distill.terms(cfg, model, SHAPE), params, jax.random.PRNGKey(1))
+    for a, b in zip(consts.terms["regression"], (z, y)):      # the step's pairs are these (any batching)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def grads(tiny):
     model, params = tiny
     cfg = _cfg(gan=True, regression_weight=0.25)
     state, consts, d = _setup(model, params, cfg)
-    gen_loss, guidance_loss = distill.make_losses(model, cfg, distill.classifier_head(model, cfg, SHAPE))
+    gen_loss, guidance_loss = distill.make_losses(model, cfg, distill.terms(cfg, model, SHAPE, sample=_sample))
 
     def both(gen_params, guidance_params, teacher_params):
         total, (x, terms) = gen_loss(gen_params, guidance_params, teacher_params, d)
@@ -171,11 +172,11 @@ def test_classifier_loss_reaches_only_fake_encoder_and_head(grads):
 def _one_iteration(model, params, cfg):
     """Two generator-update iterations (jitted once) from the initial state: (state, metrics of the second)."""
     key = jax.random.PRNGKey(1)
-    cls = distill.init_classifier(model, cfg, key, SHAPE) if cfg.gan else None
+    active = distill.terms(cfg, model, SHAPE, sample=_sample)
     iteration = jax.jit(lambda s, c: distill.make_iteration(model, cfg, key, sample_shape=SHAPE, sample=_sample)(
         s, c, True))
-    consts = distill.step_consts(cfg, params)
-    state, _ = iteration(distill.init_state(params, cfg, cls), consts)
+    consts = distill.step_consts(active, params, key)
+    state, _ = iteration(distill.init_state(params, cfg, distill.term_params(active, key)), consts)
     return iteration(state, consts)
 
 
@@ -191,7 +192,7 @@ def test_switches_off_reproduce_plain_dmd_exactly(tiny, plain):
     for a, b in zip(jax.tree.leaves((plain, m_plain)), jax.tree.leaves((off, m_off))):
         np.testing.assert_array_equal(a, b)
     assert set(m_off) == {"dm_loss", "fake_loss", "gen_update"}
-    assert distill.step_consts(_cfg(), params) is params       # the step still takes the teacher's params alone
+    assert distill.step_consts(distill.terms(_cfg()), params) == distill.StepConsts(params, {})   # no terms
 
 
 def test_gan_with_zero_weights_leaves_plain_dmd_unchanged(tiny, plain):
@@ -206,15 +207,44 @@ def test_gan_with_zero_weights_leaves_plain_dmd_unchanged(tiny, plain):
     assert float(m_plain["dm_loss"]) > 0
 
 
+def test_a_new_term_is_one_object(tiny, plain, monkeypatch):
+    """A term registered in TERMS joins the losses, draws and metrics without other changes; a stream past the
+    split's AUX_STREAMS works; a term with weight 0 leaves plain DMD's generator and fake score as they were."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe(distill._Bound):
+        name, param_name, streams, uses_data = "probe", None, (distill.AUX_STREAMS,), False
+        active = staticmethod(lambda cfg: True)
+
+        def draws(self, keys, consts, table, mesh):
+            return {"u": jax.random.uniform(keys[0], self.shape)}
+
+        def generator_term(self, gen_params, fake_params, params, x, d):
+            loss = jnp.mean((x - d["probe"]["u"]) ** 2)
+            return 0.0 * loss, {"probe_gen": loss}
+
+        def fake_term(self, fake_params, params, x, d):
+            return 0.0 * jnp.mean(x), {"probe_fake": jnp.mean(d["probe"]["u"])}
+
+    monkeypatch.setattr(distill, "TERMS", distill.TERMS + (Probe,))
+    model, params = tiny
+    state, m = _one_iteration(model, params, _cfg())
+    assert set(m) == {"dm_loss", "fake_loss", "gen_update", "probe_gen", "probe_fake"}
+    assert 0.4 < float(m["probe_fake"]) < 0.6
+    for a, b in zip(jax.tree.leaves((plain[0].gen, plain[0].fake)), jax.tree.leaves((state.gen, state.fake))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="gan_max_timestep"):
         distill.DistillConfig(gan_max_timestep=0)
     with pytest.raises(ValueError, match="regression"):
         distill.DistillConfig(regression_weight=-1.0)
-    with pytest.raises(ValueError, match="cls_params"):
+    with pytest.raises(ValueError, match="'cls'"):
         distill.init_state({"w": jnp.zeros(2)}, distill.DistillConfig(gan=True))
     cfg = distill.DistillConfig(iterations=7, chunk=3, ckpt_every=9)
-    assert cfg.step_fields() == distill.DistillConfig()
+    assert cfg.step() == distill.DistillConfig().step() == distill.StepConfig()
 
 
 # ----------------------------------------------------------------------------------------------------------

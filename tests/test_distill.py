@@ -79,7 +79,7 @@ def test_update_schedule_one_generator_step_in_five(tiny):
     state = distill.init_state(params, cfg)
     changed_gen, changed_fake = [], []
     for i in range(11):
-        new, m = jax.jit(iteration, static_argnums=2)(state, params, i % cfg.gen_every == 0)
+        new, m = jax.jit(iteration, static_argnums=2)(state, distill.StepConsts(params, {}), i % cfg.gen_every == 0)
         changed_gen.append(_differs(new.gen.params, state.gen.params))
         changed_fake.append(_differs(new.fake.params, state.fake.params))
         assert np.isfinite(float(m["fake_loss"]))
@@ -96,11 +96,12 @@ def test_round_equals_five_iterations(tiny):
     key = jax.random.PRNGKey(1)
     round_fn = jax.jit(distill.make_step(model, cfg, key, sample_shape=(4,)))
     iteration = jax.jit(distill.make_iteration(model, cfg, key, sample_shape=(4,)), static_argnums=2)
-    by_round, m = round_fn(round_fn(distill.init_state(params, cfg), params)[0], params)
+    consts = distill.StepConsts(params, {})
+    by_round, m = round_fn(round_fn(distill.init_state(params, cfg), consts)[0], consts)
     assert m["gen_update"].tolist() == [1, 0, 0, 0, 0] and m["dm_loss"].shape == (1,)
     state = distill.init_state(params, cfg)
     for i in range(10):
-        state, _ = iteration(state, params, i % 5 == 0)
+        state, _ = iteration(state, consts, i % 5 == 0)
     assert int(by_round.step) == 10 and int(by_round.gen.step) == 2 and int(by_round.fake.step) == 10
     for a, b in zip(jax.tree.leaves(by_round), jax.tree.leaves(state)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -115,8 +116,9 @@ def test_dm_loss_every_iteration_changes_only_the_metrics(tiny):
     runs = {}
     for name, c in (("sparse", cfg), ("dense", dense_cfg)):
         round_fn = jax.jit(distill.make_step(model, c, key, sample_shape=(4,)))
-        state, _ = round_fn(distill.init_state(params, c), params)
-        runs[name] = (state, *round_fn(state, params))
+        consts = distill.StepConsts(params, {})
+        state, _ = round_fn(distill.init_state(params, c), consts)
+        runs[name] = (state, *round_fn(state, consts))
     (_, sparse, m_sparse), (_, dense, m_dense) = runs["sparse"], runs["dense"]
     for a, b in zip(jax.tree.leaves(sparse), jax.tree.leaves(dense)):
         np.testing.assert_array_equal(a, b)
@@ -127,7 +129,7 @@ def test_dm_loss_every_iteration_changes_only_the_metrics(tiny):
 def test_dm_loss_zero_when_fake_equals_teacher(tiny):
     model, params, cfg = tiny
     iteration = distill.make_iteration(model, cfg, jax.random.PRNGKey(1), sample_shape=(4,))
-    _, m = iteration(distill.init_state(params, cfg), params, True)
+    _, m = iteration(distill.init_state(params, cfg), distill.StepConsts(params, {}), True)
     assert float(m["dm_loss"]) == 0.0     # D_fake == D_real at initialisation
 
 
@@ -169,7 +171,7 @@ def test_loop_runs_a_round_as_its_separately_compiled_iterations(tiny, tmp_path)
     for name, chunk, fn in (("parts", 5, whole), ("scan", 10, round_fn)):
         if name == "parts":
             whole.parts = round_fn.parts
-        runs[name] = loop.run_loop(fn, distill.init_state(params, cfg), params, num_steps=10,
+        runs[name] = loop.run_loop(fn, distill.init_state(params, cfg), distill.StepConsts(params, {}), num_steps=10,
                                    ckpt=Checkpointer(tmp_path / name), log_path=tmp_path / f"{name}.jsonl",
                                    chunk=chunk, ckpt_every=0, progress=False, steps_per_call=5)
     assert not traced

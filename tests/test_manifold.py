@@ -64,7 +64,7 @@ TINY = dict(img_resolution=8, in_channels=1, label_dim=10, model_channels=16, ch
 
 def test_tiny_conditional_run(tmp_path):
     cfg = configs.override(configs.manifold("cpu"), **{
-        "net_kwargs": TINY, "teacher.steps": 2, "teacher.snapshots": (2,), "teacher.ckpt_every": 2,
+        "net_kwargs": TINY, "teacher.steps": 2, "teacher.ckpt_every": 2,
         "distill_snapshots": (2,), "distill.iterations": 5, "distill.ckpt_every": 5, "distill.warmup": 0,
         "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24})
     x, y = manifold.load_manifold(100, 0, resolution=8)

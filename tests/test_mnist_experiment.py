@@ -19,7 +19,7 @@ TINY_NET = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16,
 
 def tiny_config(**changes):
     cfg = configs.override(configs.mnist("cpu"), **{
-        "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.snapshots": (2, 4), "teacher.ckpt_every": 2,
+        "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.ckpt_every": 2,
         "distill_snapshots": (2, 4), "distill.iterations": 10, "distill.ckpt_every": 5, "distill.warmup": 0,
         "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24, "ci_resamples": 10, "record.eval_every": 5,
         "record.n": 24, "record.ci_resamples": 10, "classifier_steps": 20})
@@ -136,5 +136,5 @@ def test_paper_preset_steps_compile_and_run_at_batch_2():
     dcfg = configs.override(cfg, **{"distill.batch": 2}).distill
     iteration = jax.jit(distill.make_iteration(model, dcfg, jax.random.PRNGKey(3), sample_shape=(32, 32, 1)),
                         static_argnums=2)
-    dstate, dm = iteration(distill.init_state(state.params, dcfg), state.params, True)
+    dstate, dm = iteration(distill.init_state(state.params, dcfg), distill.StepConsts(state.params, {}), True)
     assert np.isfinite(float(dm["fake_loss"])) and int(dstate.gen.step) == 1

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
         ds = parallel.replicate(distill.init_state(st.params, dcfg), mesh)
         dstep = jax.jit(distill.make_step(model, dcfg, jax.random.PRNGKey(2), sample_shape=(4,), mesh=mesh))
         for _ in range(2):
-            ds, dm = dstep(ds, st.params)
+            ds, dm = dstep(ds, distill.StepConsts(st.params, {}))
         out[n] = {"teacher_loss": float(m["loss"]), "fake_loss": float(dm["fake_loss"][-1]),
                   "teacher": np.concatenate([np.ravel(x) for x in jax.tree.leaves(st.params)]).tolist(),
                   "gen": np.concatenate([np.ravel(x) for x in jax.tree.leaves(ds.gen.params)]).tolist(),

@@ -87,7 +87,7 @@ def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
     from experiments import toy
     monkeypatch.setattr(configs, "toy", lambda d, p="cpu", _t=configs.toy: configs.override(
         _t(d, p), **{"net_kwargs": {"features": (16, 16)}, "record.eval_every": 0, "ci_resamples": 10}))
-    argv = ["--dataset=chessboard", "--teacher_steps=20", "--set=teacher.snapshots=10,20", "--set=distill_snapshots=10,20", "--distill_iterations=10",
+    argv = ["--dataset=chessboard", "--teacher_steps=20", "--set=distill_snapshots=10,20", "--distill_iterations=10",
             "--eval_n=32", "--quiet", f"--workdir={tmp_path / 'run'}", f"--results_dir={tmp_path / 'out'}"]
     students = []
     real = pipeline.distill_student
