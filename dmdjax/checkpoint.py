@@ -134,12 +134,20 @@ def remove_temporary(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+# Config fields that were removed without changing what a run computes; a run directory written with them
+# still resumes. ("teacher", "snapshots"): the teacher keeps Config.snapshots().
+REMOVED_FIELDS = (("teacher", "snapshots"),)
+
+
 def check_config(path: str | os.PathLike, config: dict) -> None:
     """Write `config` as JSON at `path`, or, if a run already lives there, insist that it was the same config."""
     path = Path(path)
     config = json.loads(json.dumps(config))  # normalise tuples -> lists
     if path.exists():
         old = json.loads(path.read_text())
+        for section, name in REMOVED_FIELDS:      # written by an older dmdjax: no longer part of the config
+            if name not in config.get(section, {}):
+                old.get(section, {}).pop(name, None)
         if old != config:
             diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise CheckpointError(

@@ -1,6 +1,7 @@
 """The training loop and checkpoints: NaN stops the run, checkpoints refuse a mismatched model, resume is exact
 and runs only the remaining steps, a corrupt checkpoint falls back to the previous one."""
 import glob
+import json
 import os
 from pathlib import Path
 
@@ -214,3 +215,13 @@ def test_config_mismatch_names_the_keys(tmp_path):
     check_config(tmp_path / "config.json", {"a": 1, "b": [1, 2]})     # same config: fine
     with pytest.raises(CheckpointError, match="differs in: b"):
         check_config(tmp_path / "config.json", {"a": 1, "b": [1, 3]})
+
+
+def test_a_run_written_with_a_removed_config_field_still_resumes(tmp_path):
+    """teacher.snapshots was removed (the teacher keeps Config.snapshots()): an older run directory resumes, but
+    any other difference in that section is still refused."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"teacher": {"steps": 8, "snapshots": [4, 8]}, "distill_snapshots": [4, 8]}))
+    check_config(path, {"teacher": {"steps": 8}, "distill_snapshots": [4, 8]})
+    with pytest.raises(CheckpointError, match="differs in: teacher"):
+        check_config(path, {"teacher": {"steps": 16}, "distill_snapshots": [4, 8]})
