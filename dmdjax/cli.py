@@ -406,8 +406,8 @@ def check(cfg, args, configs_to_check: Sequence = (), work: Path | None = None):
     return mesh
 
 
-# Measured on a 2-core CPU, float32, batch 32, paper MNIST ADM (C_base 64, 32x32): teacher step 6.87 s, DMD
-# generator iteration 17.66 s, fake-score iteration 8.75 s (BUILD_NOTES.md "Performance", 2026-11-28).
+# Seconds per step of the paper MNIST ADM (C_base 64, 32x32), float32, batch 32, on a 2-core CPU; the source
+# measurement is in BUILD_NOTES.md ("Performance").
 _PAPER_ADM_S = {"teacher": 6.87, "generator": 17.66, "fake": 8.75}
 
 

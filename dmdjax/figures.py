@@ -235,7 +235,7 @@ def line_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, yla
 
 
 def copying_dynamics(rows: dict[str, dict], smooth: int = 50):
-    """Issue 7's dynamics figure: one row per run; left Delta_E(Phi_K, G_t) at the recorded iterations t (and
+    """The copying-dynamics figure (Fig. 4 extended): one row per run; left Delta_E(Phi_K, G_t) at the recorded iterations t (and
     Delta_E(G_T, G_t) against the final student: when the student's pairing is settled), right the DM loss per
     iteration (running mean over `smooth`). rows: {label: {'step', 'delta_e', 'delta_e_to_final',
     'dm_step', 'dm_loss'}}."""

@@ -1,17 +1,15 @@
-"""XLA:CPU tuning for the ADM (issue 8, BUILD_NOTES.md "Performance"): which XLA:CPU ops go to YNNPACK, and
+"""XLA:CPU tuning for the ADM (measurements: BUILD_NOTES.md "Performance"): which XLA:CPU ops go to YNNPACK, and
 how the host allocator hands XLA its buffers.
 
 Kernels: jaxlib 0.10 hands convolutions, dots, reductions and elementwise fusions to YNNPACK by default. On the
 2-core CPU the ADM runs faster with convolutions left to XLA's own (Eigen) kernels and dots and reductions kept in
-YNNPACK (`--xla_cpu_experimental_ynn_fusion_type=dot,reduce`): small ADM train step 1.33 -> 0.91 s, forward
-0.38 -> 0.21 s; paper ADM forward 2.58 -> 2.20 s, train step unchanged (8.4 vs 8.6 s). The flag is experimental:
+YNNPACK (`--xla_cpu_experimental_ynn_fusion_type=dot,reduce`). The flag is experimental:
 an XLA that does not know it aborts the process, so it is only set for the jaxlib versions it was measured on.
 
 Allocator: XLA:CPU mallocs every call's buffers afresh. glibc serves large blocks with mmap (and trims freed heap
-tops), so each call page-faults its whole working set in again: ~950,000 faults and ~4 s of system time per paper
-ADM gradient. `reuse_freed_memory()` keeps freed memory in the process (one arena, no mmap, no trimming): the
-paper ADM gradient 8.2-9.0 -> 6.1-6.3 s, peak RSS 5.97 -> 5.70 GiB. The process keeps its heap, which can settle
-above the default allocator's peak (a loop making 64 MiB outputs: 0.99 vs 0.46 GiB; BUILD_NOTES).
+tops), so each call page-faults its whole working set in again. `reuse_freed_memory()` keeps freed memory in the
+process (one arena, no mmap, no trimming), which makes the paper ADM gradient faster; the process keeps its heap,
+which can settle above the default allocator's peak.
 
 Both must happen before JAX starts its backend (XLA reads XLA_FLAGS once; XLA's threads pick their malloc arena
 when they start), so `tune()` cannot ask JAX for its default backend: it applies only when `cpu_only_host()`

@@ -1,4 +1,4 @@
-"""Ablation of the auxiliary losses (issue 7; paper Sec. 4.1.1): plain DMD vs + DMD2's GAN term vs + DMD1's
+"""Ablation of the auxiliary losses (paper Sec. 4.1.1): plain DMD vs + DMD2's GAN term vs + DMD1's
 regression term, one teacher per dataset, Delta_E(Phi_8, G) of each student against plain DMD.
 
     python experiments/ablation.py --preset=cpu --workdir=runs/ablation --mnist_dir=../shared/data/mnist

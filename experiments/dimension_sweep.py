@@ -1,4 +1,4 @@
-"""Dimension sweep (issue 7; the paper's conjecture that copying grows with dimension, Sec. 3.3-3.4, 4.2): the
+"""Dimension sweep (the paper's conjecture that copying grows with dimension, Sec. 3.3-3.4, 4.2): the
 chessboard and the GMM embedded isometrically in R^D, the toy teacher / student recipe, Delta_E(Phi_8, G)
 against D and against the MLP width.
 

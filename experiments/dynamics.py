@@ -1,4 +1,4 @@
-"""Copying dynamics (issue 7; paper Sec. 4.2, Fig. 4): Delta_E(Phi_8, G_t) on the N shared noises every M
+"""Copying dynamics (paper Sec. 4.2, Fig. 4): Delta_E(Phi_8, G_t) on the N shared noises every M
 distillation iterations, plotted beside the DM loss, so one sees when during distillation the pairing is decided.
 Also Delta_E(G_T, G_t) against the final student: when the student's own pairing stops changing.
 

@@ -1,4 +1,4 @@
-"""The paper's low-dimensional toys, embedded in R^4 (Sec. 3.3, App. A, Fig. 2 and 7), or in R^D (issue 7).
+"""The paper's low-dimensional toys, embedded in R^4 (Sec. 3.3, App. A, Fig. 2 and 7), or in R^D (the dimension sweep).
 
 Each sampler is pure and jittable: `sample(key, n) -> (n, 4)` float32, the 2-D structure in the first two
 coordinates and zeros elsewhere (the GMM is isotropic in all four).

@@ -17,10 +17,8 @@ minimises <P, C> + eps KL(P | a x b), so at convergence
     0 <= <P_eps, C> - E_OT <= eps * (H(P_eps) - log N)        (H: entropy of the plan),
 
 an a-posteriori bound computed from the plan (`bias_bound`). If it exceeds `bias_tol` * <P, C> (default
-1e-3), eps is lowered and the solve continues from the current potentials. Measured against the exact E_OT
-at N = 1000 (d = 1024; tests, benchmarks/metrics.py): +5e-6 relative on copying-like data (50 iterations),
-+2e-5 on independent Gaussian clouds (160, after one eps reduction), +1.2e-4 on remapped manifold data
-(280); the bound was 2-4x the true excess. The returned plan has one marginal exact and the other within
+1e-3), eps is lowered and the solve continues from the current potentials (the accuracy against the exact
+E_OT, measured by the tests and benchmarks/metrics.py, is in BUILD_NOTES). The returned plan has one marginal exact and the other within
 `threshold`; that residual can move <P, C> slightly below E_OT (observed: > -2e-5 relative). Low-dimensional
 data (the 4-D toys: E_OT ~ 1/N of the cost range) would need 1e4-1e5 iterations: Sinkhorn then stops at
 `max_iterations` with converged = False; use the exact solver there.

@@ -75,10 +75,10 @@ def transport_energies(teacher, student, *, method: str = "exact", epsilon: floa
                        max_passes: int = 3) -> TransportEnergies:
     """E_DT, E_OT, Delta_E and the OT assignment for paired samples (N, ...) x (N, ...), N >= 2 (Eq. 4-6).
 
-    method="exact": optimal permutation by linear assignment (O(N^3) worst case; on 2 CPU cores N = 1000 takes
-        0.1-0.2 s, N = 4000 0.5-5 s depending on the data); E_OT and E_DT in float64. Sinkhorn options ignored.
-    method="sinkhorn": entropic OT, primal cost <P, C> (see `dmdjax.metrics.sinkhorn` for the schedule, its
-        measured accuracy and bias).
+    method="exact": optimal permutation by linear assignment (O(N^3) worst case; timings in BUILD_NOTES);
+        E_OT and E_DT in float64. Sinkhorn options ignored.
+    method="sinkhorn": entropic OT, primal cost <P, C> (see `dmdjax.metrics.sinkhorn` for the schedule and its
+        bias bound).
         `epsilon`: target regularisation relative to the lower bound L = max(mean_i min_j C_ij,
             mean_j min_i C_ij) <= E_OT, reached from `epsilon_start` * L by the factor `decay` per iteration,
             with over-relaxation `momentum`.

@@ -88,8 +88,8 @@ def attention(q, k, v):
     -> (B, L, heads * ch), output channel = head * ch + channel (EDM's AttentionOp order). Logits and softmax
     statistics in float32 (as EDM). The softmax is normalised after the value product ((B, L, ch) divisions
     instead of (B, L, L)): the same arithmetic up to rounding, one pass less over the L x L weights. Computed in
-    blocks of samples with at most 2^22 logits each (16 MiB: the softmax passes stay in cache; paper ADM forward
-    2.12 -> 1.84 s on the 2-core CPU, BUILD_NOTES); the blocks are independent, so the result is identical."""
+    blocks of samples with at most 2^22 logits each (16 MiB: the softmax passes stay in cache); the blocks are
+    independent, so the result is identical."""
     def block(q, k, v):
         logits = jnp.einsum("bnqc,bnkc->bnqk", q, k, preferred_element_type=jnp.float32)
         e = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
