@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dmdjax import loop
+from dmdjax import files, loop
 from dmdjax.checkpoint import CheckpointError, Checkpointer, CorruptCheckpointError, check_config
 
 
@@ -138,16 +138,11 @@ def test_log_truncation_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "log.jsonl"
     path.write_text("".join(f'{{"step": {i}, "loss": {i}}}\n' for i in range(20)))
     before = path.read_text()
-    real_write = Path.write_text
-
-    def killed_midway(self, data, *args, **kwargs):
-        real_write(self, data[:len(data) // 2], *args, **kwargs)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(Path, "write_text", killed_midway)
-    with pytest.raises(KeyboardInterrupt):
-        loop._truncate_log(path, 15)
-    monkeypatch.setattr(Path, "write_text", real_write)
-    assert path.read_text() == before
+    with monkeypatch.context() as m:       # killed after the new text is written, before it replaces the log
+        m.setattr(files.os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            loop._truncate_log(path, 15)
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
     loop._truncate_log(path, 15)
     assert list(loop.read_log(path)["step"]) == list(range(15))
 
