@@ -12,7 +12,8 @@ from dmdjax import figures, files, metrics, quality
 from dmdjax.data import Dataset
 from dmdjax.runconfig import Config
 
-__all__ = ["ci_text", "student_figures", "run_figures", "snapshot_table", "readme_tables", "update_readme"]
+__all__ = ["ci_text", "student_figures", "run_figures", "snapshot_table", "record_kappa", "readme_tables",
+           "update_readme"]
 
 
 def ci_text(result: dict, suffix: str = "") -> str:
@@ -93,13 +94,25 @@ def _ci(value, ci, digits: int = 3) -> str:
     return f"{value:.{digits}g} [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
 
 
-def snapshot_table(summary: dict) -> str:
+def record_kappa(rows: list[dict]) -> tuple[float, float, float, int] | None:
+    """(mean, min, max, count) of kappa over the second half of a convergence record (rows with step >= half the
+    last step): how far a student that has not converged still swings. None without rows."""
+    if not rows:
+        return None
+    last = max(r["step"] for r in rows)
+    kappas = np.array([r["kappa"] for r in rows if r["step"] >= last / 2], dtype=float)
+    return float(kappas.mean()), float(kappas.min()), float(kappas.max()), len(kappas)
+
+
+def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
     """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot:
     held-out teacher loss, Delta_E and kappa of G with 95 % intervals, Delta_E of Phi_1, the teacher's floor
-    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, FD of G / Phi_K, and whether the student
-    converged (after how many iterations). README's result tables are these (a test compares them)."""
+    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, FD of G / Phi_K, whether the student converged
+    (after how many iterations) and, from run_dir/student_<s>/record.jsonl, kappa over the second half of its
+    convergence record (`record_kappa`). README's result tables are these (a test compares them)."""
     head = ("| teacher steps | held-out EDM loss | Delta_E(Phi_8, G) [95 % CI] | kappa [95 % CI] | Delta_E(Phi_8, Phi_1) "
-            "| floor Delta_E(Phi_8, Phi_32) | W2 G / floor / Phi_1 | FD G / Phi_8 | converged (iterations) |")
+            "| floor Delta_E(Phi_8, Phi_32) | W2 G / floor / Phi_1 | FD G / Phi_8 | converged (iterations) "
+            "| kappa, 2nd half of record: mean [min, max] |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for step, r in sorted(summary["snapshots"].items(), key=lambda kv: int(kv[0])):
         loss = r.get("teacher_quality", {}).get("heldout_edm_loss")
@@ -119,6 +132,9 @@ def snapshot_table(summary: dict) -> str:
             " / ".join(f"{fd[key]:.1f}" for key in ("g", f"phi_{k}") if key in fd),
             f"{'yes' if r.get('converged') else 'no'} ({conv.get('iterations', '?')})" if "converged" in r else "",
         ]
+        swing = None if run_dir is None else record_kappa(files.read_lines(Path(run_dir) / f"student_{step}" /
+                                                                           "record.jsonl"))
+        cells.append("" if swing is None else f"{swing[0]:.2f} [{swing[1]:.2f}, {swing[2]:.2f}] ({swing[3]} evals)")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -134,7 +150,7 @@ def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]
         name, rest = chunk.split(" -->", 1)
         text = rest.split(TABLE_END, 1)[0].strip()
         summary = json.loads((Path(results_root) / name / "results.json").read_text())
-        out[name] = (text, snapshot_table(summary))
+        out[name] = (text, snapshot_table(summary, Path(results_root) / name))
     return out
 
 

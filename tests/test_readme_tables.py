@@ -24,11 +24,15 @@ def test_table_rows_follow_the_results(tmp_path):
     lines = report.snapshot_table(summary).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| 512 | 0.2000 | 1.2 [0.4, 0.6]") and "yes (900)" in lines[2]
     assert lines[3].startswith("| 8192 |") and "no (2000)" in lines[3] and "6.50 / 6.00 / 20.00" in lines[3]
-    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "student_8192").mkdir(parents=True)
     (tmp_path / "x" / "results.json").write_text(json.dumps(summary))
+    record = [{"step": t, "kappa": k} for t, k in ((0, 0.0), (100, 0.1), (200, 0.9), (300, 0.3), (400, 0.6))]
+    (tmp_path / "x" / "student_8192" / "record.jsonl").write_text("".join(json.dumps(r) + "\n" for r in record))
+    with_record = report.snapshot_table(summary, tmp_path / "x").splitlines()
+    assert with_record[3].endswith("| 0.60 [0.30, 0.90] (3 evals) |") and with_record[2].endswith("|  |")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table: x -->\n| stale |\n<!-- /table -->\nend\n")
     assert report.update_readme(readme, tmp_path) == ["x"]
-    assert report.readme_tables(readme.read_text(), tmp_path)["x"][0] == report.snapshot_table(summary)
+    assert report.readme_tables(readme.read_text(), tmp_path)["x"][0] == report.snapshot_table(summary, tmp_path / "x")
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("end\n")
     assert report.update_readme(readme, tmp_path) == []
