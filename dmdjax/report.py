@@ -116,6 +116,7 @@ def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for step, r in sorted(summary["snapshots"].items(), key=lambda kv: int(kv[0])):
         loss = r.get("teacher_quality", {}).get("heldout_edm_loss")
+        loss = loss["loss"] if isinstance(loss, dict) else loss
         floor = r.get("teacher_floor_phi_32")
         fit = r.get("fit", {})
         fd = r.get("frechet", {})

@@ -18,7 +18,7 @@ def test_table_rows_follow_the_results(tmp_path):
     snap = {"delta_e": 0.5, "delta_e_ci": [0.4, 0.6], "kappa": 0.7, "kappa_ci": [0.6, 0.8], "kappa_reliable": True,
             "delta_e_phi1": 0.01, "delta_e_phi1_ci": [0.0, 0.02], "fit": {"w2_student": 6.5, "w2_teacher_floor": 6.0,
             "w2_phi1": 20.0}, "converged": False, "convergence": {"iterations": 2000},
-            "teacher_quality": {"heldout_edm_loss": 0.2}, "frechet": {"g": 40.0, "phi_8": 12.0}}
+            "teacher_quality": {"heldout_edm_loss": {"loss": 0.2, "n": 256}}, "frechet": {"g": 40.0, "phi_8": 12.0}}
     summary = {"snapshots": {"8192": snap, "512": {**snap, "delta_e": 1.2, "converged": True,
                                                     "convergence": {"iterations": 900}}}}
     lines = report.snapshot_table(summary).splitlines()
