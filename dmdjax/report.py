@@ -158,11 +158,11 @@ def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]
 def update_readme(readme_path: Path, results_root: Path) -> list[str]:
     """Rewrite README's marked tables from the committed results; returns the experiments whose table changed."""
     text = Path(readme_path).read_text()
-    changed = []
-    for name, (old, new) in readme_tables(text, results_root).items():
-        if old != new:
-            text = text.replace(f"{TABLE_BEGIN.format(name)}\n{old}\n{TABLE_END}",
-                                f"{TABLE_BEGIN.format(name)}\n{new}\n{TABLE_END}")
-            changed.append(name)
+    tables = readme_tables(text, results_root)
+    changed = [name for name, (old, new) in tables.items() if old != new]
+    for name in changed:
+        begin = TABLE_BEGIN.format(name)
+        head, rest = text.split(begin, 1)
+        text = f"{head}{begin}\n{tables[name][1]}\n{TABLE_END}{rest.split(TABLE_END, 1)[1]}"
     files.write_text(readme_path, text)
     return changed

@@ -31,7 +31,7 @@ def test_table_rows_follow_the_results(tmp_path):
     with_record = report.snapshot_table(summary, tmp_path / "x").splitlines()
     assert with_record[3].endswith("| 0.60 [0.30, 0.90] (3 evals) |") and with_record[2].endswith("|  |")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- table: x -->\n| stale |\n<!-- /table -->\nend\n")
+    readme.write_text("intro\n<!-- table: x -->\n<!-- /table -->\nend\n")      # an empty block is filled
     assert report.update_readme(readme, tmp_path) == ["x"]
     assert report.readme_tables(readme.read_text(), tmp_path)["x"][0] == report.snapshot_table(summary, tmp_path / "x")
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("end\n")
