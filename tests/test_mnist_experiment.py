@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dmdjax import configs, distill, loop, pipeline, sampling, teacher
+from dmdjax import configs, distill, loop, metrics, pipeline, sampling, teacher
 from dmdjax.data import Dataset, load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     stats = np.load(tmp_path / "a" / "student_4" / "copying_stats.npz")       # Fig. 5 without its confound
     dist_1 = np.load(tmp_path / "a" / "student_4" / "samples.npz")["dist_phi1"][:16]
     assert snap["boundary"]["partial_corr_d_delta_given_dist_phi1"] == pytest.approx(
-        pipeline.metrics.partial_correlation(stats["d_z"], stats["delta"], dist_1))
+        metrics.partial_correlation(stats["d_z"], stats["delta"], dist_1))
     assert snap["delta_e_ci"][0] <= snap["delta_e"] <= snap["delta_e_ci"][1] and "kappa_phi1" in snap
     assert [r["step"] for r in map(json.loads, (tmp_path / "a" / "student_4" / "record.jsonl").open())] == [0, 5, 10]
     for png in ("quadruples.png", "quintuples.png", "heatmap.png", "pca.png", "boundary.png", "distances.png",
