@@ -127,7 +127,7 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     arrays = {"z": np.asarray(z), "assignment": np.asarray(te.assignment), "dist_phi1": dist_1, "dist_g": dist_g,
               **({} if labels is None else {"labels": np.asarray(labels)}), **s}
     if data.train_images is not None:
-        stats, stat_arrays = copying_statistics(s, data.train_images, cfg)
+        stats, stat_arrays = copying_statistics(s, data.train_images, cfg, dist_1[:n])
         result.update(stats)
         files.save_npz(Path(outdir) / "copying_stats.npz", compressed=True, **stat_arrays)
         arrays["copying_stats"] = stat_arrays
@@ -161,18 +161,17 @@ def ci_fields(ci: metrics.CopyingIndexCI, suffix: str = "") -> dict:
     return out
 
 
-def copying_statistics(s: dict, train_images, cfg: Config) -> tuple[dict, dict]:
+def copying_statistics(s: dict, train_images, cfg: Config, dist_phi1) -> tuple[dict, dict]:
     """Sec. 4.1.2 / 4.2.1 against the training set, on the first `eval_n` seeds: memorization ratios
-    r(Phi_K(z)) (Fig. 12), D(z) vs delta(z) (Fig. 5) with the partial correlation given ||Phi_1 - Phi_K||.
-    Returns (statistics, arrays: r, neighbours (n, 2) train indices, d_z, delta)."""
+    r(Phi_K(z)) (Fig. 12), D(z) vs delta(z) (Fig. 5) with the partial correlation given dist_phi1 (n,) =
+    ||Phi_1(z) - Phi_K(z)||. Returns (statistics, arrays: r, neighbours (n, 2) train indices, d_z, delta)."""
     k, n = cfg.k_ref, cfg.eval_n
     ref, g, phi_1 = s[f"phi_{k}"][:n], s["g"][:n], s["phi_1"][:n]
     mem = metrics.memorization_ratio(ref, train_images)
     d_z = metrics.mean_train_distance(ref, train_images)
     delta = metrics.relative_displacement(g, phi_1, ref)
-    dist_1 = np.linalg.norm(np.asarray(phi_1).reshape(len(ref), -1) - np.asarray(ref).reshape(len(ref), -1), axis=1)
     corr = float(np.corrcoef(d_z, delta)[0, 1])
-    partial = float(metrics.partial_correlation(d_z, delta, dist_1))
+    partial = float(metrics.partial_correlation(d_z, delta, dist_phi1))
     r = np.asarray(mem.ratio)
     stats = {
         "memorization": {"r_mean": float(r.mean()), "r_min": float(r.min()), "r_median": float(np.median(r)),
