@@ -197,7 +197,7 @@ def write_summary(cfg: Config, workdir: Path, summary: dict, t0: float, results_
                "complete": len(done) == len(cfg.snapshots()),
                "pending": [s for s in cfg.distill_order() if str(s) not in done]}
     curves = {f"teacher {s}": evaluation.dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()
-              if str(s) in done}
+              if str(s) in done and (workdir / f"student_{s}" / "metrics.jsonl").exists()}   # logs kept
     report.run_figures(summary, workdir, curves, cfg.k_ref)   # adds summary["teacher_quality"]
     summary["table"] = {s: r["delta_e"] for s, r in done.items()}
     summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
