@@ -482,29 +482,42 @@ def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
                              "steps T); default: T/8, T/4, T/2, T")
 
 
-def mnist_main(argv, config: Callable[[str], Any], doc: str, divisors: Sequence[int] = (8, 4, 2, 1)) -> dict:
-    """The MNIST experiments' main (mnist_uncond, mnist_cond, mnist_trend differ only in `config(preset) ->
-    Config`): flags, config, every check, MNIST (`data.load`), `pipeline.run`; the snapshots default to
-    T / `divisors`. Prints and returns the summary."""
-    from dmdjax import configs, data, pipeline
+def experiment_main(argv, doc: str, presets: Callable[[str], Any], add_flags: Callable | None = None,
+                    config: Callable | None = None, load_options: Callable | None = None) -> dict:
+    """An experiment's main: its flags (`add_flags(parser)` beside the common ones), its config (`config(args)`,
+    default `presets(preset)` with the common flags applied), every check, the data (`data.load(cfg,
+    **load_options(args))`), `pipeline.run`. Prints and returns the summary."""
+    from dmdjax import data, pipeline
     parser = make_parser(doc)
-    add_common_flags(parser, presets=config)
-    add_mnist_flags(parser)
+    add_common_flags(parser, presets=presets)
+    if add_flags is not None:
+        add_flags(parser)
     args = parse(parser, argv)
     start(args)                  # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    cfg = apply_common_flags(config(resolve_preset(args)), args)
-    snapshots = args.snapshots or default_snapshots(cfg.teacher.steps, divisors)
-    cfg = configs.override(cfg, distill_snapshots=snapshots)
+    cfg = config(args) if config is not None else apply_common_flags(presets(resolve_preset(args)), args)
     print_config_and_exit(cfg, args)
     mesh = check(cfg, args)      # every config error, before data, training and config.json
     work = workdir(cfg, args)
     announce(cfg, args)
-    dataset = data.load(cfg, mnist_dir=args.mnist_dir)
+    dataset = data.load(cfg, **(load_options(args) if load_options is not None else {}))
     summary = pipeline.run(cfg, dataset, work, mesh=mesh, progress=not args.quiet, results_dir=args.results_dir)
     held_out = {k: summary[k] for k in ("classifier_test_accuracy", "teacher_quality") if k in summary}
     print(json.dumps({"workdir": str(work), "delta_e": summary["table"], "with_ci": summary["table_ci"],
                       **held_out}, indent=1))
     return summary
+
+
+def mnist_main(argv, config: Callable[[str], Any], doc: str, divisors: Sequence[int] = (8, 4, 2, 1)) -> dict:
+    """The MNIST experiments' main (mnist_uncond, mnist_cond, mnist_trend differ only in `config(preset) ->
+    Config`); the snapshots default to T / `divisors`."""
+    from dmdjax import configs
+
+    def make(args):
+        cfg = apply_common_flags(config(resolve_preset(args)), args)
+        snapshots = args.snapshots or default_snapshots(cfg.teacher.steps, divisors)
+        return configs.override(cfg, distill_snapshots=snapshots)
+
+    return experiment_main(argv, doc, config, add_mnist_flags, make, lambda args: {"mnist_dir": args.mnist_dir})
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -104,16 +105,14 @@ def record_kappa(rows: list[dict]) -> tuple[float, float, float, int] | None:
     return float(kappas.mean()), float(kappas.min()), float(kappas.max()), len(kappas)
 
 
-def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
-    """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot:
-    held-out teacher loss, Delta_E and kappa of G with 95 % intervals, Delta_E of Phi_1, the teacher's floor
-    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, FD of G / Phi_K, whether the student converged
-    (after how many iterations) and, from run_dir/student_<s>/record.jsonl, kappa over the second half of its
-    convergence record (`record_kappa`). README's result tables are these (a test compares them)."""
-    head = ("| teacher steps | held-out EDM loss | Delta_E(Phi_8, G) [95 % CI] | kappa [95 % CI] | Delta_E(Phi_8, Phi_1) "
-            "| floor Delta_E(Phi_8, Phi_32) | W2 G / floor / Phi_1 | FD G / Phi_8 | converged (iterations) "
-            "| kappa, 2nd half of record: mean [min, max] |")
-    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+HEAD = ("teacher steps", "held-out EDM loss", "Delta_E(Phi_8, G) [95 % CI]", "kappa [95 % CI]", "Delta_E(Phi_8, Phi_1)",
+        "floor Delta_E(Phi_8, Phi_32)", "W2 G / floor / Phi_1", "FD G / Phi_8", "converged (iterations)",
+        "kappa, 2nd half of record: mean [min, max]")
+
+
+def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]:
+    """The cells of `snapshot_table`, one list per teacher snapshot (columns `HEAD`)."""
+    rows = []
     for step, r in sorted(summary["snapshots"].items(), key=lambda kv: int(kv[0])):
         loss = r.get("teacher_quality", {}).get("heldout_edm_loss")
         loss = loss["loss"] if isinstance(loss, dict) else loss
@@ -136,8 +135,32 @@ def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
         swing = None if run_dir is None else record_kappa(files.read_lines(Path(run_dir) / f"student_{step}" /
                                                                            "record.jsonl"))
         cells.append("" if swing is None else f"{swing[0]:.2f} [{swing[1]:.2f}, {swing[2]:.2f}] ({swing[3]} evals)")
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        rows.append(cells)
+    return rows
+
+
+def markdown_table(head: Sequence[str], rows: list[list[str]]) -> str:
+    """A Markdown table without the columns that are empty in every row."""
+    keep = [c for c in range(len(head)) if any(row[c] for row in rows)]
+    lines = ["| " + " | ".join(row[c] for c in keep) + " |" for row in (head, *rows)]
+    return "\n".join([lines[0], "|" + "---|" * len(keep), *lines[1:]])
+
+
+def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
+    """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot:
+    held-out teacher loss, Delta_E and kappa of G with 95 % intervals, Delta_E of Phi_1, the teacher's floor
+    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, FD of G / Phi_K, whether the student converged
+    (after how many iterations) and, from run_dir/student_<s>/record.jsonl, kappa over the second half of its
+    convergence record (`record_kappa`); columns no row has are left out. README's result tables are these (a
+    test compares them)."""
+    return markdown_table(HEAD, snapshot_rows(summary, run_dir))
+
+
+def runs_table(runs: Sequence[tuple[str, dict, Path | None]]) -> str:
+    """Several runs' summaries in one table (`snapshot_table` with a first column naming the run): e.g. the toys,
+    one results directory each."""
+    rows = [[label, *cells] for label, summary, run_dir in runs for cells in snapshot_rows(summary, run_dir)]
+    return markdown_table(("run", *HEAD), rows)
 
 
 TABLE_BEGIN, TABLE_END = "<!-- table: {} -->", "<!-- /table -->"
@@ -150,8 +173,10 @@ def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]
     for chunk in readme.split(TABLE_BEGIN.split("{}")[0])[1:]:
         name, rest = chunk.split(" -->", 1)
         text = rest.split(TABLE_END, 1)[0].strip()
-        summary = json.loads((Path(results_root) / name / "results.json").read_text())
-        out[name] = (text, snapshot_table(summary, Path(results_root) / name))
+        dirs = [Path(results_root) / part for part in name.split("+")]   # "a+b": one table of several runs
+        summaries = [json.loads((d / "results.json").read_text()) for d in dirs]
+        out[name] = (text, snapshot_table(summaries[0], dirs[0]) if len(dirs) == 1 else
+                     runs_table([(d.name, s, d) for d, s in zip(dirs, summaries)]))
     return out
 
 
