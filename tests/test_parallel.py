@@ -43,8 +43,14 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def four_device_env() -> dict:
+    """A child process with four CPU devices and conftest's fast-compile XLA flags."""
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+
+
 def test_four_devices_match_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = four_device_env()
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
@@ -79,7 +85,7 @@ TOY_RUN = textwrap.dedent("""
 
 def test_toy_run_end_to_end_same_delta_e_on_four_devices(tmp_path):
     """The whole pipeline (teacher, DMD, evaluation) through the command line on 1 and 4 devices."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = four_device_env()
     proc = subprocess.run([sys.executable, "-c", TOY_RUN, str(tmp_path)], capture_output=True, text=True, env=env,
                           timeout=600, cwd=parallel.__file__.rsplit("/dmdjax/", 1)[0])
     assert proc.returncode == 0, proc.stderr[-3000:]
