@@ -23,8 +23,9 @@ initialisation, ~Phi_1):
     stop                       the stop rule's decision at t; eval_s: the evaluation's wall time (the only field
                                that is not reproducible)
 
-Stop rule (`until_converged`; the iteration count is then the maximum): converged at t when, at each of the
-last `patience` evaluations, fit_ratio <= fit_factor (close to the floor) and spread_ratio >= min_spread (not
+Stop rule (`until_converged`; the iteration count is then the maximum): converged at t when t >= `min_iterations`
+(a student's early copying phase can be stable for hundreds of iterations before its pairing drifts, so a rule
+that may fire earlier mistakes that phase for convergence) and, at each of the last `patience` evaluations, fit_ratio <= fit_factor (close to the floor) and spread_ratio >= min_spread (not
 collapsed), fit_change <= fit_tol (the fit is stable), and delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E between
 consecutive evaluations is 0 whenever G moves less than its samples are apart, so a slow drift of the pairing
 shows only in kappa over the window). `convergence(rows, cfg)` states the verdict and the numbers that decided
@@ -58,7 +59,8 @@ class RecordConfig:
     fit_tol: float = 0.05           # ... and fit_change <= fit_tol ...
     move_tol: float = 0.05          # ... and delta_e_move <= move_tol ...
     kappa_tol: float = 0.05         # ... and kappa_change <= kappa_tol ...
-    patience: int = 3               # ... at each of the last `patience` evaluations
+    patience: int = 3               # ... at each of the last `patience` evaluations ...
+    min_iterations: int = 0         # ... from this iteration on
 
     def validate(self, gen_every: int = 1) -> None:
         """Clear one-line errors before any training starts."""
@@ -76,9 +78,9 @@ class RecordConfig:
             raise ValueError(f"record.ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
                              f"{self.ci_level}")
         if self.patience < 1 or min(self.fit_factor, self.fit_tol, self.move_tol, self.kappa_tol) <= 0 \
-                or self.min_spread < 0:
-            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol positive and "
-                             "min_spread >= 0")
+                or self.min_spread < 0 or self.min_iterations < 0:
+            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol positive, "
+                             "min_spread and min_iterations >= 0")
 
 
 def finished_checkpoint(directory: str | Path) -> int | None:
@@ -123,9 +125,11 @@ def convergence(rows: list[dict], cfg: RecordConfig) -> dict:
                           and r["fit_change"] <= cfg.fit_tol
                           and r["kappa_change"] <= cfg.kappa_tol and r["delta_e_move"] <= cfg.move_tol)}
               for r in last]
-    return {"converged": len(checks) == cfg.patience and all(c["ok"] for c in checks),
-            "criteria": {"fit_factor": cfg.fit_factor, "min_spread": cfg.min_spread, "fit_tol": cfg.fit_tol, "kappa_tol": cfg.kappa_tol,
-                         "move_tol": cfg.move_tol, "patience": cfg.patience},
+    old_enough = bool(rows) and rows[-1]["step"] >= cfg.min_iterations
+    return {"converged": old_enough and len(checks) == cfg.patience and all(c["ok"] for c in checks),
+            "criteria": {"fit_factor": cfg.fit_factor, "min_spread": cfg.min_spread, "fit_tol": cfg.fit_tol,
+                         "kappa_tol": cfg.kappa_tol, "move_tol": cfg.move_tol, "patience": cfg.patience,
+                         "min_iterations": cfg.min_iterations},
             "last": checks}
 
 
@@ -138,7 +142,8 @@ class Recorder:
     Args:
       cfg: the RecordConfig.
       path: the student's record.jsonl. On the first call (the run's start step s) rows after s are dropped (a
-        resumed run rewrites them); a row already at s is reused with its stop decision.
+        resumed run rewrites them); a row already at s is reused, its stop decision taken again under `cfg` (a
+        student stopped by an earlier rule resumes when the current one says it has not converged).
       ref, phi_1: (n, ...) Phi_K and Phi_1 on the record's noises.
       generate: params -> (n, ...) numpy samples G(z) on the same noises.
       latest_checkpoint: () -> the latest saved step (or None), for pruning the G files.
@@ -167,17 +172,20 @@ class Recorder:
         t0 = time.perf_counter()
         if self.rows is None:                          # first call: this run's start (0 or the resumed step)
             self.rows = [r for r in read_record(self.path) if r["step"] <= step]
+            resumed_at_row = bool(self.rows) and self.rows[-1]["step"] == step
+            if resumed_at_row:
+                self.rows[-1]["stop"] = self._stop(self.rows)
             if self.main:
                 _write_rows(self.path, self.rows)
             if self.rows and self._g_path(self.rows[-1]["step"]).exists():
                 self.prev = np.load(self._g_path(self.rows[-1]["step"]))
-            if self.rows and self.rows[-1]["step"] == step:
-                return bool(self.rows[-1]["stop"])
+            if resumed_at_row:
+                return self.rows[-1]["stop"]
             if step % self.cfg.eval_every:
                 return False
         g = np.asarray(self.generate(state.gen.params))
         row = self.measure(step, g, self.prev)
-        row["stop"] = bool(self.cfg.until_converged and convergence(self.rows + [row], self.cfg)["converged"])
+        row["stop"] = self._stop(self.rows + [row])
         row["eval_s"] = time.perf_counter() - t0
         if self.main:
             self.g_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +196,9 @@ class Recorder:
         self.rows.append(row)
         self.prev = g
         return row["stop"]
+
+    def _stop(self, rows: list[dict]) -> bool:
+        return bool(self.cfg.until_converged and convergence(rows, self.cfg)["converged"])
 
     def _prune(self) -> None:
         """Delete G files a resume can no longer need: older than the last row at or before the latest

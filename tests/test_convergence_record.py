@@ -118,6 +118,24 @@ def test_stop_rule_stops_and_stays_stopped(full, tmp_path):
     assert not record.convergence(record.read_record(tmp_path / "strict" / "record.jsonl"), strict)["converged"]
 
 
+def test_min_iterations_delays_the_stop_and_a_stopped_student_resumes_under_the_new_rule(full, tmp_path):
+    """A rule with min_iterations fires at its first converged evaluation at or after that iteration. A student
+    stopped early by a rule without it, rerun under the new rule, resumes from where it stopped (the stop row is
+    judged again) and ends with the record and the step of a student run under the new rule from the start."""
+    cfg = record.RecordConfig(**{**CFG.__dict__, "until_converged": True})
+    early = next(r["step"] for i, r in enumerate(full) if record.convergence(full[:i + 1], cfg)["converged"])
+    later = record.RecordConfig(**{**cfg.__dict__, "min_iterations": early + 12})
+    expected = next(r["step"] for i, r in enumerate(full) if record.convergence(full[:i + 1], later)["converged"])
+    assert expected >= early + 12 and not record.convergence(full[:early // 5 + 1], later)["converged"]
+    assert int(_run(tmp_path / "fresh", 60, later).step) == expected
+    assert int(_run(tmp_path / "stopped", 60, cfg).step) == early
+    resumed = _run(tmp_path / "stopped", 60, later)
+    assert int(resumed.step) == expected
+    assert _rows(tmp_path / "stopped" / "record.jsonl") == _rows(tmp_path / "fresh" / "record.jsonl")
+    assert record.convergence(_rows(tmp_path / "fresh" / "record.jsonl"), later)["criteria"]["min_iterations"] \
+        == early + 12
+
+
 def test_bad_record_config_is_a_clear_error():
     with pytest.raises(ValueError, match="multiple of distill.gen_every"):
         record.RecordConfig(eval_every=7).validate(gen_every=5)
