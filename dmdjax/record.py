@@ -13,8 +13,9 @@ initialisation, ~Phi_1):
                                with small n such a collapsed sample can have fit_ratio < 1 (two independent halves
                                of Phi_K are farther apart than either is from the mean), so the fit alone cannot
                                rule collapse out
-    fit_change, kappa_change   |w2_t - w2_{t-pk}| / w2_t and |kappa_t - kappa_{t-pk}| over the stop rule's window
-                               of p = `patience` evaluations (k = eval_every; null in the first p rows)
+    fit_change, kappa_change,  |w2_t - w2_{t-pk}| / w2_t, |kappa_t - kappa_{t-pk}| and |covered_t - covered_{t-pk}|
+    covered_change             over the stop rule's window of p = `patience` evaluations (k = eval_every; null in
+                               the first p rows)
     covered                    1 - mean_i ||G_t(z_i) - Phi_K(z_i)|| / mean_i ||Phi_1(z_i) - Phi_K(z_i)||: the
                                fraction of the mean distance from Phi_1 to Phi_K the student has covered (a ratio
                                of means over the noises, so single noises with Phi_1 ~ Phi_K do not dominate;
@@ -26,9 +27,11 @@ initialisation, ~Phi_1):
 Stop rule (`until_converged`; the iteration count is then the maximum): converged at t when t >= `min_iterations`
 (a student's early copying phase can be stable for hundreds of iterations before its pairing drifts, so a rule
 that may fire earlier mistakes that phase for convergence) and, at each of the last `patience` evaluations, fit_ratio <= fit_factor (close to the floor) and spread_ratio >= min_spread (not
-collapsed), fit_change <= fit_tol (the fit is stable), and delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E between
-consecutive evaluations is 0 whenever G moves less than its samples are apart, so a slow drift of the pairing
-shows only in kappa over the window). `convergence(rows, cfg)` states the verdict and the numbers that decided
+collapsed), fit_change <= fit_tol (the fit is stable), covered_change <= covered_tol (G no longer moves towards
+or away from Phi_K; a student leaving its copying phase drifts away from Phi_K while its pairing and fit still
+look fixed), and delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E
+between consecutive evaluations is 0 whenever G moves less than its samples are apart, so a slow drift of the
+pairing shows only in kappa over the window). `convergence(rows, cfg)` states the verdict and the numbers that decided
 it; the verdict is in results.json whether or not the rule stopped the student.
 """
 from __future__ import annotations
@@ -59,6 +62,7 @@ class RecordConfig:
     fit_tol: float = 0.05           # ... and fit_change <= fit_tol ...
     move_tol: float = 0.05          # ... and delta_e_move <= move_tol ...
     kappa_tol: float = 0.05         # ... and kappa_change <= kappa_tol ...
+    covered_tol: float = 0.05       # ... and covered_change <= covered_tol ...
     patience: int = 3               # ... at each of the last `patience` evaluations ...
     min_iterations: int = 0         # ... from this iteration on
 
@@ -77,10 +81,11 @@ class RecordConfig:
         if self.ci_resamples < 2 or not 0 < self.ci_level < 1:
             raise ValueError(f"record.ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
                              f"{self.ci_level}")
-        if self.patience < 1 or min(self.fit_factor, self.fit_tol, self.move_tol, self.kappa_tol) <= 0 \
+        if self.patience < 1 or min(self.fit_factor, self.fit_tol, self.move_tol, self.kappa_tol,
+                                    self.covered_tol) <= 0 \
                 or self.min_spread < 0 or self.min_iterations < 0:
-            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol positive, "
-                             "min_spread and min_iterations >= 0")
+            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol, covered_tol "
+                             "positive, min_spread and min_iterations >= 0")
 
 
 def finished_checkpoint(directory: str | Path) -> int | None:
@@ -118,18 +123,18 @@ def _spread(a) -> float:
 def convergence(rows: list[dict], cfg: RecordConfig) -> dict:
     """The stop rule's verdict on a record: `converged` and the numbers of the last `patience` evaluations that
     decided it (criteria in the module docstring)."""
-    keys = ("fit_ratio", "spread_ratio", "fit_change", "kappa_change", "delta_e_move")
+    keys = ("fit_ratio", "spread_ratio", "fit_change", "kappa_change", "covered_change", "delta_e_move")
     last = [r for r in rows if all(r.get(k) is not None for k in keys)][-cfg.patience:]
     checks = [{"step": r["step"], **{k: r[k] for k in keys},
                "ok": bool(r["fit_ratio"] <= cfg.fit_factor and r["spread_ratio"] >= cfg.min_spread
-                          and r["fit_change"] <= cfg.fit_tol
+                          and r["fit_change"] <= cfg.fit_tol and r["covered_change"] <= cfg.covered_tol
                           and r["kappa_change"] <= cfg.kappa_tol and r["delta_e_move"] <= cfg.move_tol)}
               for r in last]
     old_enough = bool(rows) and rows[-1]["step"] >= cfg.min_iterations
     return {"converged": old_enough and len(checks) == cfg.patience and all(c["ok"] for c in checks),
             "criteria": {"fit_factor": cfg.fit_factor, "min_spread": cfg.min_spread, "fit_tol": cfg.fit_tol,
-                         "kappa_tol": cfg.kappa_tol, "move_tol": cfg.move_tol, "patience": cfg.patience,
-                         "min_iterations": cfg.min_iterations},
+                         "kappa_tol": cfg.kappa_tol, "covered_tol": cfg.covered_tol, "move_tol": cfg.move_tol,
+                         "patience": cfg.patience, "min_iterations": cfg.min_iterations},
             "last": checks}
 
 
@@ -220,13 +225,14 @@ class Recorder:
                "delta_e_null": float(ci.index.delta_e_null), "kappa_reliable": bool(ci.index.reliable),
                "w2": w2, "w2_floor": self.w2_floor, "fit_ratio": w2 / self.w2_floor if self.w2_floor > 0 else math.inf,
                "spread_ratio": _spread(g) / self.spread_ref if self.spread_ref > 0 else math.nan,
-               "fit_change": None, "kappa_change": None,
+               "fit_change": None, "kappa_change": None, "covered_change": None,
                "covered": 1.0 - dist_g / self.dist_1 if self.dist_1 > 0 else math.nan,
                "delta_e_move": None, "kappa_move": None}
         back = [r for r in self.rows if r["step"] == step - cfg.patience * cfg.eval_every]
         if back:
             row["fit_change"] = abs(w2 - back[0]["w2"]) / w2 if w2 > 0 else math.inf
             row["kappa_change"] = abs(row["kappa"] - back[0]["kappa"])
+            row["covered_change"] = abs(row["covered"] - back[0]["covered"])
         if prev is not None and self.rows:
             move = metrics.copying_index(prev, g)
             row["delta_e_move"], row["kappa_move"] = float(move.delta_e), float(move.kappa)

@@ -106,7 +106,8 @@ def record_kappa(rows: list[dict]) -> tuple[float, float, float, int] | None:
 
 
 HEAD = ("teacher steps", "held-out EDM loss", "Delta_E(Phi_8, G) [95 % CI]", "kappa [95 % CI]", "Delta_E(Phi_8, Phi_1)",
-        "floor Delta_E(Phi_8, Phi_32)", "W2 G / floor / Phi_1", "FD G / Phi_8", "converged (iterations)",
+        "floor Delta_E(Phi_8, Phi_32)", "W2 G / floor / Phi_1", "W2 Phi_8 to data / data floor", "FD G / Phi_8",
+        "converged (iterations)",
         "kappa, 2nd half of record: mean [min, max]")
 
 
@@ -118,7 +119,7 @@ def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]
         loss = loss["loss"] if isinstance(loss, dict) else loss
         floor = r.get("teacher_floor_phi_32")
         fit = r.get("fit", {})
-        fd = r.get("frechet", {})
+        fd, tf = r.get("frechet", {}), r.get("teacher_fit", {})
         k = r.get("k_ref", 8)
         conv = r.get("convergence", {})
         cells = [
@@ -129,6 +130,7 @@ def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]
             _ci(r["delta_e_phi1"], r["delta_e_phi1_ci"]),
             "" if floor is None else _ci(floor["delta_e"], floor["delta_e_ci"]),
             " / ".join(f"{fit[key]:.2f}" for key in ("w2_student", "w2_teacher_floor", "w2_phi1") if key in fit),
+            " / ".join(f"{tf[key]:.2f}" for key in ("w2_teacher_data", "w2_data_floor") if key in tf),
             " / ".join(f"{fd[key]:.1f}" for key in ("g", f"phi_{k}") if key in fd),
             f"{'yes' if r.get('converged') else 'no'} ({conv.get('iterations', '?')})" if "converged" in r else "",
         ]
@@ -149,7 +151,8 @@ def markdown_table(head: Sequence[str], rows: list[list[str]]) -> str:
 def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
     """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot:
     held-out teacher loss, Delta_E and kappa of G with 95 % intervals, Delta_E of Phi_1, the teacher's floor
-    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, FD of G / Phi_K, whether the student converged
+    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, point data: W2 of Phi_K to fresh data / the
+    data's floor, FD of G / Phi_K, whether the student converged
     (after how many iterations) and, from run_dir/student_<s>/record.jsonl, kappa over the second half of its
     convergence record (`record_kappa`); columns no row has are left out. README's result tables are these (a
     test compares them)."""

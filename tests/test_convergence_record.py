@@ -79,6 +79,7 @@ def test_record_measures_the_student(full):
     direct = metrics.copying_index(_rotate(X, TARGET), _generate(_angle(full[4]["step"])))   # independent G_20
     assert full[4]["kappa"] == pytest.approx(float(direct.kappa), rel=1e-4)
     assert full[2]["fit_change"] is not None and full[1]["fit_change"] is None    # window of patience = 2 rows
+    assert full[2]["covered_change"] == pytest.approx(abs(full[2]["covered"] - full[0]["covered"]))
 
 
 def _angle(step):
@@ -134,6 +135,22 @@ def test_min_iterations_delays_the_stop_and_a_stopped_student_resumes_under_the_
     assert _rows(tmp_path / "stopped" / "record.jsonl") == _rows(tmp_path / "fresh" / "record.jsonl")
     assert record.convergence(_rows(tmp_path / "fresh" / "record.jsonl"), later)["criteria"]["min_iterations"] \
         == early + 12
+
+
+def test_a_student_drifting_away_from_its_teacher_has_not_converged():
+    """Fit, spread and pairing all steady (the 1024-step MNIST student at t = 800..1000: kappa ~0, Delta_E moves 0)
+    but G moves away from Phi_K (covered 0.24 -> 0.14): not converged; the same record with G at rest is."""
+    cfg = record.RecordConfig(eval_every=100, patience=3, min_iterations=1000)
+    steady = {"fit_ratio": 0.89, "spread_ratio": 0.64, "fit_change": 0.01, "kappa_change": 0.002,
+              "delta_e_move": 0.0}
+    drifting = [{"step": t, **steady, "covered": c, "covered_change": ch}
+                for t, c, ch in ((800, 0.24, 0.09), (900, 0.19, 0.14), (1000, 0.14, 0.16))]
+    resting = [{**r, "covered_change": 0.01} for r in drifting]
+    assert not record.convergence(drifting, cfg)["converged"]
+    assert [c["ok"] for c in record.convergence(drifting, cfg)["last"]] == [False, False, False]
+    assert record.convergence(resting, cfg)["converged"]
+    assert not record.convergence(resting[:2], cfg)["converged"]                      # fewer than patience rows
+    assert not record.convergence([{**r, "step": r["step"] - 200} for r in resting], cfg)["converged"]  # too early
 
 
 def test_bad_record_config_is_a_clear_error():

@@ -43,14 +43,17 @@ def test_several_runs_share_one_table_without_their_empty_columns(tmp_path):
     row fills (toys have no held-out EDM loss, Frechet distance or Phi_32 floor)."""
     snap = {"delta_e": 4.0, "delta_e_ci": [3.5, 4.5], "kappa": 0.9, "kappa_ci": [0.8, 1.0], "delta_e_phi1": 0.1,
             "delta_e_phi1_ci": [0.05, 0.15], "fit": {"w2_student": 0.5, "w2_teacher_floor": 0.4, "w2_phi1": 1.6}}
+    fits = {"toy_a": {"teacher_fit": {"w2_teacher_data": 0.49, "w2_data_floor": 0.19, "n": 500}}, "toy_b": {}}
     for name, delta in (("toy_a", 4.0), ("toy_b", 9.0)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps({"snapshots": {"4000": {**snap, "delta_e": delta}}}))
+        (tmp_path / name / "results.json").write_text(json.dumps({"snapshots": {"4000": {**snap, "delta_e": delta,
+                                                                                          **fits[name]}}}))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- table: toy_a+toy_b -->\n<!-- /table -->\n")
     assert report.update_readme(readme, tmp_path) == ["toy_a+toy_b"]
     lines = readme.read_text().splitlines()[1:-1]
     assert lines[0] == ("| run | teacher steps | Delta_E(Phi_8, G) [95 % CI] | kappa [95 % CI] | Delta_E(Phi_8, Phi_1) "
-                        "| W2 G / floor / Phi_1 |")
-    assert lines[1] == "|---|---|---|---|---|---|" and len(lines) == 4
-    assert lines[2].startswith("| toy_a | 4000 | 4 [3.5, 4.5] |") and lines[3].startswith("| toy_b | 4000 | 9 [3.5, 4.5] |")
+                        "| W2 G / floor / Phi_1 | W2 Phi_8 to data / data floor |")
+    assert lines[1] == "|---|---|---|---|---|---|---|" and len(lines) == 4
+    assert lines[2].startswith("| toy_a | 4000 | 4 [3.5, 4.5] |") and lines[2].endswith("| 0.49 / 0.19 |")
+    assert lines[3].startswith("| toy_b | 4000 | 9 [3.5, 4.5] |") and lines[3].endswith("|  |")
