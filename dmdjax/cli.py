@@ -35,7 +35,7 @@ __all__ = [
     "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
     "default_preset", "resolve_preset", "apply_common_flags", "apply_sets", "describe", "print_config_and_exit",
     "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh", "snapshot_list",
-    "default_snapshots", "add_mnist_flags", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
+    "default_snapshots", "add_mnist_flags", "experiment_main", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
     "COMPILE_CACHE_ENV",
 ]
 
