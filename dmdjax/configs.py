@@ -93,12 +93,14 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
         teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1)
         distill = DistillConfig(iterations=50_000, batch=32, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=1000, chunk=5)
         return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
-                      eval_ks=(1, 8, 32), eval_batch=250, record=RecordConfig(eval_every=1000, n=500))
+                      eval_ks=(1, 8, 32), eval_batch=250,
+                      record=RecordConfig(eval_every=1000, n=500, min_iterations=judge_after(distill.lr_gen)))
     net = {**MNIST_CPU_NET, "label_dim": label_dim}
     teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, ckpt_every=128, chunk=1)
     distill = DistillConfig(iterations=400, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
     return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
-                  eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD)
+                  eval_ks=(1, 8), figure_ks=(32,), eval_batch=500,
+                  record=dataclasses.replace(MNIST_CPU_RECORD, min_iterations=judge_after(distill.lr_gen)))
 
 
 TREND_LR = 1e-4          # the study's DMD learning rate (BUILD_NOTES: the learning-rate pilot)
