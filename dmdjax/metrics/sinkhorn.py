@@ -120,7 +120,7 @@ def sinkhorn_dense(teacher, student, *, epsilon: float, epsilon_start: float, de
     current potentials (at most `max_rounds` solves).
     """
     init, n_anneal = _schedule(epsilon, epsilon_start, decay)
-    n, m = teacher.shape[0], student.shape[0]
+    n = teacher.shape[0]
     dtype = _work_dtype(teacher)
     x, y = costs.center_pair(teacher.astype(dtype), student.astype(dtype))
     cost = pointcloud.PointCloud(x, y).cost_matrix
