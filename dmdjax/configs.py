@@ -36,9 +36,8 @@ def toy(dataset: str, preset: str = "cpu") -> Config:
     else:
         distill = DistillConfig(iterations=4000, batch=512, lr_gen=1e-4, lr_fake=1e-4, ckpt_every=1000, chunk=200)
         rec = TOY_CPU_RECORD
-    rec = dataclasses.replace(rec, min_iterations=judge_after(distill.lr_gen))
-    return Config(name=f"toy-{dataset}-{preset}", dataset=dataset, net="mlp", teacher=teacher, distill=distill,
-                  record=rec)
+    return _judged(Config(name=f"toy-{dataset}-{preset}", dataset=dataset, net="mlp", teacher=teacher,
+                          distill=distill, record=rec))
 
 
 PAPER_LR_SUM = 50_000 * 2e-6   # the paper's students: 50,000 DMD iterations at lr 2e-6
@@ -48,6 +47,11 @@ def judge_after(lr: float) -> int:
     """`record.min_iterations` of a preset: the stop rule judges a student only after the paper's sum of learning
     rates (a student's early copying phase can look converged for hundreds of iterations; BUILD_NOTES.md)."""
     return round(PAPER_LR_SUM / lr)
+
+
+def _judged(cfg: Config) -> Config:
+    """cfg with `record.min_iterations = judge_after(distill.lr_gen)`."""
+    return override(cfg, **{"record.min_iterations": judge_after(cfg.distill.lr_gen)})
 
 
 # Convergence records of the cpu presets (`dmdjax.record`): sized so the periodic evaluation costs at most 15 %
@@ -92,15 +96,14 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
         net = {**mnist_config(), "label_dim": label_dim}
         teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1)
         distill = DistillConfig(iterations=50_000, batch=32, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=1000, chunk=5)
-        return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
-                      eval_ks=(1, 8, 32), eval_batch=250,
-                      record=RecordConfig(eval_every=1000, n=500, min_iterations=judge_after(distill.lr_gen)))
+        return _judged(Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher,
+                              distill=distill, eval_ks=(1, 8, 32), eval_batch=250,
+                              record=RecordConfig(eval_every=1000, n=500)))
     net = {**MNIST_CPU_NET, "label_dim": label_dim}
     teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, ckpt_every=128, chunk=1)
     distill = DistillConfig(iterations=400, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
-    return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
-                  eval_ks=(1, 8), figure_ks=(32,), eval_batch=500,
-                  record=dataclasses.replace(MNIST_CPU_RECORD, min_iterations=judge_after(distill.lr_gen)))
+    return _judged(Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
+                          eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD))
 
 
 TREND_LR = 1e-4          # the study's DMD learning rate (BUILD_NOTES: the learning-rate pilot)
@@ -129,9 +132,8 @@ def mnist_trend(preset: str = "cpu") -> Config:
                    "distill.lr_gen": TREND_LR, "distill.lr_fake": TREND_LR, "distill.ckpt_every": 100,
                    "record.eval_every": 100, "record.n": 200}
     snapshots = (512, 1024, 2048, 4096, 8192)
-    cfg = override(base, name=f"mnist-trend-{preset}", eval_ks=(1, 8, 32), figure_ks=(), distill_snapshots=snapshots,
-                   **{**changes, "record.until_converged": True})
-    return override(cfg, **{"record.min_iterations": judge_after(cfg.distill.lr_gen)})
+    return _judged(override(base, name=f"mnist-trend-{preset}", eval_ks=(1, 8, 32), figure_ks=(),
+                            distill_snapshots=snapshots, **{**changes, "record.until_converged": True}))
 
 
 def manifold(preset: str = "cpu") -> Config:

@@ -107,8 +107,7 @@ def record_kappa(rows: list[dict]) -> tuple[float, float, float, int] | None:
 
 HEAD = ("teacher steps", "held-out EDM loss", "Delta_E(Phi_8, G) [95 % CI]", "kappa [95 % CI]", "Delta_E(Phi_8, Phi_1)",
         "floor Delta_E(Phi_8, Phi_32)", "W2 G / floor / Phi_1", "W2 Phi_8 to data / data floor", "FD G / Phi_8",
-        "converged (iterations)",
-        "kappa, 2nd half of record: mean [min, max]")
+        "converged (iterations)", "kappa, 2nd half of record: mean [min, max]")
 
 
 def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]:
