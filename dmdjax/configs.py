@@ -110,7 +110,7 @@ TREND_LR = 1e-4          # the study's DMD learning rate (BUILD_NOTES: the learn
 TREND_ITERATIONS = 2000  # the most DMD iterations per student: lr x iterations = 0.2 >= the paper's 50,000 x 2e-6 = 0.1
 
 
-def mnist_trend(preset: str = "cpu") -> Config:
+def mnist_trend(preset: str = "cpu", conditional: bool = False) -> Config:
     """The teacher-length study (Sec. 4.2, Table 1, Fig. 4-6): students of teacher snapshots from early to late
     training, each distilled until the convergence record says it converged (`record.until_converged`, at most
     `distill.iterations`), Delta_E and kappa with intervals, the teacher's floor Delta_E(Phi_8, Phi_32).
@@ -121,10 +121,11 @@ def mnist_trend(preset: str = "cpu") -> Config:
     cpu: the cpu MNIST network (16x16, small ADM), teacher 8192 steps with snapshots T/16..T = 512..8192, DMD at
     lr TREND_LR for at most TREND_ITERATIONS iterations (twice the paper's sum of learning rates), record every 100
     iterations on 200 noises; the stop rule judges a student from iteration 1000 on (`judge_after`). paper: the
-    paper preset with the same protocol (GPU/TPU).
+    paper preset with the same protocol (GPU/TPU). conditional: the same study with the 10-class ADM (App. A;
+    `experiments/mnist_trend_cond.py`).
     """
     _check_preset(preset)
-    base = mnist(preset)
+    base = mnist(preset, conditional=conditional)
     if preset == "paper":
         changes = {"distill.ckpt_every": 1000}
     else:
@@ -132,7 +133,8 @@ def mnist_trend(preset: str = "cpu") -> Config:
                    "distill.lr_gen": TREND_LR, "distill.lr_fake": TREND_LR, "distill.ckpt_every": 100,
                    "record.eval_every": 100, "record.n": 200}
     snapshots = (512, 1024, 2048, 4096, 8192)
-    return _judged(override(base, name=f"mnist-trend-{preset}", eval_ks=(1, 8, 32), figure_ks=(),
+    name = f"mnist-trend-{'cond-' if conditional else ''}{preset}"
+    return _judged(override(base, name=name, eval_ks=(1, 8, 32), figure_ks=(),
                             distill_snapshots=snapshots, **{**changes, "record.until_converged": True}))
 
 

@@ -21,6 +21,9 @@ initialisation, ~Phi_1):
                                of means over the noises, so single noises with Phi_1 ~ Phi_K do not dominate;
                                0 at initialisation, 1 on Phi_K, negative when G is farther than Phi_1)
     delta_e_move, kappa_move   Delta_E(G_{t-k}, G_t) and its kappa: does the student's own pairing still move?
+    kappa_drift                the change of kappa over the second half of the run, from the least-squares line
+                               through the rows with step >= t / 2 (null with fewer than 3 such rows): a slow drift
+                               that each window of `patience` evaluations passes adds up here
     stop                       the stop rule's decision at t; eval_s: the evaluation's wall time (the only field
                                that is not reproducible)
 
@@ -29,9 +32,10 @@ Stop rule (`until_converged`; the iteration count is then the maximum): converge
 that may fire earlier mistakes that phase for convergence) and, at each of the last `patience` evaluations, fit_ratio <= fit_factor (close to the floor) and spread_ratio >= min_spread (not
 collapsed), fit_change <= fit_tol (the fit is stable), covered_change <= covered_tol (G no longer moves towards
 or away from Phi_K; a student leaving its copying phase drifts away from Phi_K while its pairing and fit still
-look fixed), and delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E
+look fixed), delta_e_move <= move_tol and kappa_change <= kappa_tol (the pairing no longer moves: Delta_E
 between consecutive evaluations is 0 whenever G moves less than its samples are apart, so a slow drift of the
-pairing shows only in kappa over the window). `convergence(rows, cfg)` states the verdict and the numbers that decided
+pairing shows only in kappa over the window), and |kappa_drift| <= max(drift_abs, drift_rel * kappa) (no slow
+drift over the second half of the run: a drift of 0.01-0.03 per window passes kappa_tol for ever). `convergence(rows, cfg)` states the verdict and the numbers that decided
 it; the verdict is in results.json whether or not the rule stopped the student.
 """
 from __future__ import annotations
@@ -47,7 +51,7 @@ import numpy as np
 
 from dmdjax import files, metrics
 
-__all__ = ["RecordConfig", "Recorder", "convergence", "finished_checkpoint", "read_record"]
+__all__ = ["RecordConfig", "Recorder", "convergence", "finished_checkpoint", "kappa_drift", "read_record"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,8 @@ class RecordConfig:
     move_tol: float = 0.05          # ... and delta_e_move <= move_tol ...
     kappa_tol: float = 0.05         # ... and kappa_change <= kappa_tol ...
     covered_tol: float = 0.05       # ... and covered_change <= covered_tol ...
+    drift_rel: float = 0.25         # ... and |kappa_drift| <= max(drift_abs, drift_rel * kappa) ...
+    drift_abs: float = 0.02
     patience: int = 3               # ... at each of the last `patience` evaluations ...
     min_iterations: int = 0         # ... from this iteration on
 
@@ -82,10 +88,10 @@ class RecordConfig:
             raise ValueError(f"record.ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
                              f"{self.ci_level}")
         if self.patience < 1 or min(self.fit_factor, self.fit_tol, self.move_tol, self.kappa_tol,
-                                    self.covered_tol) <= 0 \
-                or self.min_spread < 0 or self.min_iterations < 0:
-            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol, covered_tol "
-                             "positive, min_spread and min_iterations >= 0")
+                                    self.covered_tol, self.drift_abs) <= 0 \
+                or min(self.min_spread, self.min_iterations, self.drift_rel) < 0:
+            raise ValueError("record.patience must be >= 1, fit_factor, fit_tol, move_tol, kappa_tol, covered_tol, "
+                             "drift_abs positive, min_spread, min_iterations and drift_rel >= 0")
 
 
 def finished_checkpoint(directory: str | Path) -> int | None:
@@ -120,21 +126,40 @@ def _spread(a) -> float:
     return float(np.mean(np.sum((a - a.mean(0)) ** 2, axis=1)))
 
 
+def kappa_drift(rows: list[dict]) -> float | None:
+    """The change of kappa over the second half of a record ending at t = rows[-1]["step"]: the slope of the
+    least-squares line through the rows with step >= t / 2, times t / 2; None with fewer than 3 such rows."""
+    if not rows:
+        return None
+    t = rows[-1]["step"]
+    half = [r for r in rows if r["step"] >= t / 2]
+    if len(half) < 3:
+        return None
+    steps = np.array([r["step"] for r in half], np.float64)
+    slope = np.polyfit(steps, np.array([r["kappa"] for r in half], np.float64), 1)[0]
+    return float(slope * t / 2)
+
+
 def convergence(rows: list[dict], cfg: RecordConfig) -> dict:
     """The stop rule's verdict on a record: `converged` and the numbers of the last `patience` evaluations that
-    decided it (criteria in the module docstring)."""
+    decided it (criteria in the module docstring; kappa_drift is recomputed from the rows, so a record written
+    without it is judged by the same rule)."""
     keys = ("fit_ratio", "spread_ratio", "fit_change", "kappa_change", "covered_change", "delta_e_move")
+    rows = [{**r, "kappa_drift": kappa_drift(rows[:i + 1])} for i, r in enumerate(rows)]
+    keys += ("kappa_drift",)
     last = [r for r in rows if all(r.get(k) is not None for k in keys)][-cfg.patience:]
     checks = [{"step": r["step"], **{k: r[k] for k in keys},
                "ok": bool(r["fit_ratio"] <= cfg.fit_factor and r["spread_ratio"] >= cfg.min_spread
                           and r["fit_change"] <= cfg.fit_tol and r["covered_change"] <= cfg.covered_tol
-                          and r["kappa_change"] <= cfg.kappa_tol and r["delta_e_move"] <= cfg.move_tol)}
+                          and r["kappa_change"] <= cfg.kappa_tol and r["delta_e_move"] <= cfg.move_tol
+                          and abs(r["kappa_drift"]) <= max(cfg.drift_abs, cfg.drift_rel * r["kappa"]))}
               for r in last]
     old_enough = bool(rows) and rows[-1]["step"] >= cfg.min_iterations
     return {"converged": old_enough and len(checks) == cfg.patience and all(c["ok"] for c in checks),
             "criteria": {"fit_factor": cfg.fit_factor, "min_spread": cfg.min_spread, "fit_tol": cfg.fit_tol,
                          "kappa_tol": cfg.kappa_tol, "covered_tol": cfg.covered_tol, "move_tol": cfg.move_tol,
-                         "patience": cfg.patience, "min_iterations": cfg.min_iterations},
+                         "drift_rel": cfg.drift_rel, "drift_abs": cfg.drift_abs, "patience": cfg.patience,
+                         "min_iterations": cfg.min_iterations},
             "last": checks}
 
 
@@ -236,4 +261,5 @@ class Recorder:
         if prev is not None and self.rows:
             move = metrics.copying_index(prev, g)
             row["delta_e_move"], row["kappa_move"] = float(move.delta_e), float(move.kappa)
+        row["kappa_drift"] = kappa_drift(self.rows + [row])
         return row

@@ -141,16 +141,48 @@ def test_a_student_drifting_away_from_its_teacher_has_not_converged():
     """Fit, spread and pairing all steady (the 1024-step MNIST student at t = 800..1000: kappa ~0, Delta_E moves 0)
     but G moves away from Phi_K (covered 0.24 -> 0.14): not converged; the same record with G at rest is."""
     cfg = record.RecordConfig(eval_every=100, patience=3, min_iterations=1000)
-    steady = {"fit_ratio": 0.89, "spread_ratio": 0.64, "fit_change": 0.01, "kappa_change": 0.002,
+    steady = {"fit_ratio": 0.89, "spread_ratio": 0.64, "fit_change": 0.01, "kappa": 0.001, "kappa_change": 0.002,
               "delta_e_move": 0.0}
-    drifting = [{"step": t, **steady, "covered": c, "covered_change": ch}
-                for t, c, ch in ((800, 0.24, 0.09), (900, 0.19, 0.14), (1000, 0.14, 0.16))]
+    before = [{"step": t, **steady, "covered": 0.3, "covered_change": 0.01} for t in (500, 600, 700)]
+    drifting = before + [{"step": t, **steady, "covered": c, "covered_change": ch}
+                         for t, c, ch in ((800, 0.24, 0.09), (900, 0.19, 0.14), (1000, 0.14, 0.16))]
     resting = [{**r, "covered_change": 0.01} for r in drifting]
     assert not record.convergence(drifting, cfg)["converged"]
     assert [c["ok"] for c in record.convergence(drifting, cfg)["last"]] == [False, False, False]
     assert record.convergence(resting, cfg)["converged"]
-    assert not record.convergence(resting[:2], cfg)["converged"]                      # fewer than patience rows
+    assert not record.convergence(resting[-2:], cfg)["converged"]                     # fewer than patience rows
     assert not record.convergence([{**r, "step": r["step"] - 200} for r in resting], cfg)["converged"]  # too early
+
+
+def test_kappa_drift_is_the_change_over_the_second_half_of_the_run():
+    """kappa_drift against a direct computation: kappa linear in the step gives slope x t / 2 exactly, whatever the
+    first half holds; noise around a flat line gives ~0; fewer than 3 rows in the second half give None."""
+    rows = [{"step": t, "kappa": (5.0 if t < 500 else 0.1 + 2e-4 * t)} for t in range(0, 1001, 100)]
+    assert record.kappa_drift(rows) == pytest.approx(2e-4 * 500, rel=1e-9)
+    noise = np.random.default_rng(0).normal(scale=1e-3, size=11)
+    flat = [{"step": t, "kappa": 0.3 + e} for t, e in zip(range(0, 1001, 100), noise)]
+    assert abs(record.kappa_drift(flat)) < 3e-3
+    steps = np.arange(500, 1001, 100)
+    assert record.kappa_drift(flat) == pytest.approx(np.polyfit(steps, 0.3 + noise[5:], 1)[0] * 500)
+    assert record.kappa_drift(flat[-2:]) is None and record.kappa_drift([]) is None
+
+
+def test_a_slow_drift_of_the_pairing_has_not_converged():
+    """The toy gmm student at t = 1000..1800: every window of 3 evaluations passes every tolerance (kappa moves
+    0.004-0.025 < kappa_tol 0.05) while kappa climbs 0.04 -> 0.07 (and on to 0.26 at 4000): not converged. The same
+    record with kappa at rest is."""
+    cfg = record.RecordConfig(eval_every=200, patience=3, min_iterations=1000)
+    kappas = {1000: 0.040, 1200: 0.045, 1400: 0.056, 1600: 0.063, 1800: 0.070}
+    steady = {"fit_ratio": 1.3, "spread_ratio": 0.9, "fit_change": 0.04, "covered_change": 0.03,
+              "delta_e_move": 0.001}
+    drifting = [{"step": t, **steady, "kappa": k, "kappa_change": 0.025} for t, k in kappas.items()]
+    resting = [{**r, "kappa": 0.05} for r in drifting]
+    verdict = record.convergence(drifting, cfg)
+    assert not verdict["converged"] and [c["ok"] for c in verdict["last"]] == [False, False, False]
+    assert verdict["last"][-1]["kappa_drift"] == pytest.approx(
+        np.polyfit(list(kappas), list(kappas.values()), 1)[0] * 900)
+    assert record.convergence(resting, cfg)["converged"]
+    assert record.convergence(drifting, record.RecordConfig(**{**cfg.__dict__, "drift_abs": 1.0}))["converged"]
 
 
 def test_bad_record_config_is_a_clear_error():
