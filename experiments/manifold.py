@@ -1,8 +1,11 @@
 """The conditional synthetic MLP-manifold data set (paper App. A, Fig. 8-10): 16-D Gaussian noise through a
 seeded random two-layer MLP to 32x32x1 plus a class stripe; teacher -> one-step DMD student -> copying.
 
-    python experiments/manifold.py --preset=cpu --workdir=runs/manifold_cpu
+    python experiments/manifold.py --preset=cpu --workdir=runs/manifold_cpu --results_dir=results/manifold_cpu
     python experiments/manifold.py --preset=paper --workdir=runs/manifold
+
+Both presets distill under the teacher-length study's protocol (`configs.study_protocol`): the student runs until
+the convergence record's stop rule says it converged.
 
 Rerunning the same command resumes from the last checkpoint.
 """
