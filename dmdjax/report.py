@@ -107,7 +107,18 @@ def record_kappa(rows: list[dict]) -> tuple[float, float, float, int] | None:
 
 HEAD = ("teacher steps", "held-out EDM loss", "Delta_E(Phi_8, G) [95 % CI]", "kappa [95 % CI]", "Delta_E(Phi_8, Phi_1)",
         "floor Delta_E(Phi_8, Phi_32)", "W2 G / floor / Phi_1", "W2 Phi_8 to data / data floor", "FD G / Phi_8",
-        "converged (iterations)", "kappa, 2nd half of record: mean [min, max]")
+        "kappa at the paper's sum of lr (iteration) [95 % CI]", "converged (iterations)",
+        "kappa, 2nd half of record: mean [min, max]")
+
+
+def paper_lr_sum_row(rows: list[dict], summary: dict) -> dict | None:
+    """The record row at the iteration where the student's learning rates add up to the paper's (50,000 x 2e-6;
+    `configs.judge_after`), or None (no config, no record, or the student stopped earlier)."""
+    lr = summary.get("config", {}).get("distill", {}).get("lr_gen")
+    if not lr or not rows:
+        return None
+    from dmdjax.configs import judge_after
+    return next((r for r in rows if r["step"] == judge_after(lr)), None)
 
 
 def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]:
@@ -131,10 +142,14 @@ def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]
             " / ".join(f"{fit[key]:.2f}" for key in ("w2_student", "w2_teacher_floor", "w2_phi1") if key in fit),
             " / ".join(f"{tf[key]:.2f}" for key in ("w2_teacher_data", "w2_data_floor") if key in tf),
             " / ".join(f"{fd[key]:.1f}" for key in ("g", f"phi_{k}") if key in fd),
-            f"{'yes' if r.get('converged') else 'no'} ({conv.get('iterations', '?')})" if "converged" in r else "",
         ]
-        swing = None if run_dir is None else record_kappa(files.read_lines(Path(run_dir) / f"student_{step}" /
-                                                                           "record.jsonl"))
+        rec = [] if run_dir is None else files.read_lines(Path(run_dir) / f"student_{step}" / "record.jsonl")
+        at = paper_lr_sum_row(rec, summary)
+        cells.append("" if at is None else f"{at['kappa']:.2f} ({at['step']}) [{at['kappa_ci'][0]:.2f}, "
+                                           f"{at['kappa_ci'][1]:.2f}]")
+        cells.append(f"{'yes' if r.get('converged') else 'no'} ({conv.get('iterations', '?')})"
+                     if "converged" in r else "")
+        swing = record_kappa(rec)
         cells.append("" if swing is None else f"{swing[0]:.2f} [{swing[1]:.2f}, {swing[2]:.2f}] ({swing[3]} evals)")
         rows.append(cells)
     return rows

@@ -30,6 +30,14 @@ def test_table_rows_follow_the_results(tmp_path):
     (tmp_path / "x" / "student_8192" / "record.jsonl").write_text("".join(json.dumps(r) + "\n" for r in record))
     with_record = report.snapshot_table(summary, tmp_path / "x").splitlines()
     assert with_record[3].endswith("| 0.60 [0.30, 0.90] (3 evals) |") and with_record[2].endswith("|  |")
+    # kappa where the learning rates add up to the paper's 0.1: at lr 5e-4 that is iteration 200
+    record = [{**r, "kappa_ci": [r["kappa"] - 0.05, r["kappa"] + 0.05]} for r in record]
+    (tmp_path / "x" / "student_8192" / "record.jsonl").write_text("".join(json.dumps(r) + "\n" for r in record))
+    cells = report.snapshot_table({**summary, "config": {"distill": {"lr_gen": 5e-4}}},
+                                  tmp_path / "x").splitlines()[3].split(" | ")
+    assert cells[-3] == "0.90 (200) [0.85, 0.95]" and cells[-2] == "no (2000)"
+    assert "| 0.90 (200)" not in report.snapshot_table({**summary, "config": {"distill": {"lr_gen": 1e-4}}},
+                                                       tmp_path / "x")       # iteration 1000 is not in the record
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table: x -->\n<!-- /table -->\nend\n")      # an empty block is filled
     assert report.update_readme(readme, tmp_path) == ["x"]
