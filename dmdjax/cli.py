@@ -411,18 +411,31 @@ def check(cfg, args, configs_to_check: Sequence = (), work: Path | None = None):
 _PAPER_ADM_S = {"teacher": 6.87, "generator": 17.66, "fake": 8.75}
 
 
-def cpu_hours_estimate(cfg, cores: int | None = None) -> float | None:
+def _adm_work(net: dict) -> float:
+    """The ADM's convolution work up to a constant: sum over resolution levels of (channels)^2 x pixels x blocks."""
+    c, res, blocks = net.get("model_channels", 64), net.get("img_resolution", 32), net.get("num_blocks", 3)
+    return sum((c * m) ** 2 * (res / 2 ** i) ** 2 * blocks for i, m in enumerate(net.get("channel_mult", (1, 2, 3, 4))))
+
+
+def cpu_hours_estimate(cfg, cores: int | None = None, work: str | Path | None = None) -> float | None:
     """Rough hours of teacher training and distillation of cfg on a CPU: the paper ADM's measured step times
-    scaled by batch, width^2, resolution^2 and 2 / cores. None for networks other than the ADM."""
+    scaled by batch, the network's convolution work (`_adm_work`) and 2 / cores; with `work` (a run directory)
+    only what is left: teacher steps after its latest checkpoint, students without results.json from their
+    latest checkpoint on. None for networks other than the ADM."""
     if cfg.net != "adm":
         return None
-    net = cfg.net_kwargs
+    from dmdjax.nets.adm import mnist_config
+    from dmdjax.record import finished_checkpoint
     cores = cores or os.cpu_count() or 2
-    scale = (net.get("model_channels", 64) / 64) ** 2 * (net.get("img_resolution", 32) / 32) ** 2 * 2 / cores
+    scale = _adm_work(cfg.net_kwargs) / _adm_work(mnist_config()) * 2 / cores
     d = cfg.distill
+    done = (lambda path: (finished_checkpoint(Path(work) / path) or 0)) if work is not None else (lambda path: 0)
     dmd_s = (_PAPER_ADM_S["generator"] + (d.gen_every - 1) * _PAPER_ADM_S["fake"]) / d.gen_every
-    teacher_s = cfg.teacher.steps * _PAPER_ADM_S["teacher"] * cfg.teacher.batch / 32 if cfg.teacher.steps else 0
-    distill_s = len(cfg.snapshots()) * d.iterations * dmd_s * d.batch / 32
+    teacher_steps = max(cfg.teacher.steps - done("teacher/ckpt"), 0)
+    teacher_s = teacher_steps * _PAPER_ADM_S["teacher"] * cfg.teacher.batch / 32
+    iterations = sum(0 if work is not None and (Path(work) / f"student_{s}" / "results.json").exists()
+                     else max(d.iterations - done(f"student_{s}/ckpt"), 0) for s in cfg.snapshots())
+    distill_s = iterations * dmd_s * d.batch / 32
     return (teacher_s + distill_s) * scale / 3600
 
 
@@ -438,7 +451,7 @@ def announce(cfg, args, out=None, warn_hours: float = 1.0) -> None:
     print(f"preset {args.preset}{why}: {cfg.name}: {describe(cfg)}; workdir {workdir(cfg, args)}", file=out,
           flush=True)
     if jax.default_backend() == "cpu":
-        hours = cpu_hours_estimate(cfg)
+        hours = cpu_hours_estimate(cfg, work=workdir(cfg, args))
         if hours is not None and hours > warn_hours:
             size = f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h ({hours / 24:,.1f} days)"
             faster = "--preset=cpu, " if args.preset != "cpu" else ""

@@ -158,6 +158,24 @@ def test_first_line_names_the_preset_and_a_paper_run_on_cpu_warns(capsys, tmp_pa
     assert cli.cpu_hours_estimate(configs.toy("chessboard")) is None
 
 
+def test_the_time_estimate_counts_only_what_a_resumed_run_has_left(tmp_path):
+    cfg = configs.override(configs.mnist_trend("cpu"), distill_snapshots=(512, 8192))
+    est = lambda: cli.cpu_hours_estimate(cfg, cores=2, work=tmp_path)
+    fresh = est()
+    assert fresh == cli.cpu_hours_estimate(cfg, cores=2) > 0
+    (tmp_path / "teacher" / "ckpt" / "8192").mkdir(parents=True)            # teacher finished
+    students = est()
+    assert 0 < students < fresh
+    (tmp_path / "student_512").mkdir()
+    (tmp_path / "student_512" / "results.json").write_text("{}")            # one student finished
+    one = est()
+    assert one == pytest.approx(students / 2)
+    (tmp_path / "student_8192" / "ckpt" / str(cfg.distill.iterations // 2)).mkdir(parents=True)
+    assert est() == pytest.approx(one / 2)                                  # the other half-way
+    (tmp_path / "student_8192" / "results.json").write_text("{}")
+    assert est() == 0
+
+
 def test_help_shows_defaults_and_presets():
     parser = cli.make_parser(mnist_uncond.__doc__)
     cli.add_common_flags(parser, presets=configs.mnist)
