@@ -72,6 +72,10 @@ class RecordConfig:
     patience: int = 3               # ... at each of the last `patience` evaluations ...
     min_iterations: int = 0         # ... from this iteration on
 
+    def drift_within(self, drift: float, kappa: float) -> bool:
+        """The drift criterion: |kappa_drift| <= max(drift_abs, drift_rel * kappa)."""
+        return abs(drift) <= max(self.drift_abs, self.drift_rel * kappa)
+
     def validate(self, gen_every: int = 1) -> None:
         """Clear one-line errors before any training starts."""
         if self.eval_every < 0 or self.eval_every % gen_every:
@@ -145,15 +149,20 @@ def convergence(rows: list[dict], cfg: RecordConfig) -> dict:
     decided it (criteria in the module docstring; kappa_drift is recomputed from the rows, so a record written
     without it is judged by the same rule)."""
     keys = ("fit_ratio", "spread_ratio", "fit_change", "kappa_change", "covered_change", "delta_e_move")
-    rows = [{**r, "kappa_drift": kappa_drift(rows[:i + 1])} for i, r in enumerate(rows)]
+    last = []                                  # the last `patience` rows with every number, newest first
+    for i in reversed(range(len(rows))):
+        drift = kappa_drift(rows[:i + 1])
+        if drift is not None and all(rows[i].get(k) is not None for k in keys):
+            last.append({**rows[i], "kappa_drift": drift})
+            if len(last) == cfg.patience:
+                break
     keys += ("kappa_drift",)
-    last = [r for r in rows if all(r.get(k) is not None for k in keys)][-cfg.patience:]
     checks = [{"step": r["step"], **{k: r[k] for k in keys},
                "ok": bool(r["fit_ratio"] <= cfg.fit_factor and r["spread_ratio"] >= cfg.min_spread
                           and r["fit_change"] <= cfg.fit_tol and r["covered_change"] <= cfg.covered_tol
                           and r["kappa_change"] <= cfg.kappa_tol and r["delta_e_move"] <= cfg.move_tol
-                          and abs(r["kappa_drift"]) <= max(cfg.drift_abs, cfg.drift_rel * r["kappa"]))}
-              for r in last]
+                          and cfg.drift_within(r["kappa_drift"], r["kappa"]))}
+              for r in reversed(last)]
     old_enough = bool(rows) and rows[-1]["step"] >= cfg.min_iterations
     return {"converged": old_enough and len(checks) == cfg.patience and all(c["ok"] for c in checks),
             "criteria": {"fit_factor": cfg.fit_factor, "min_spread": cfg.min_spread, "fit_tol": cfg.fit_tol,

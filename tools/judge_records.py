@@ -22,7 +22,7 @@ def main() -> None:
             stored = json.loads((path.parent / "results.json").read_text()).get("converged")
             drift_ok = [r["step"] for i, r in enumerate(rows)
                         if (d := record.kappa_drift(rows[:i + 1])) is not None
-                        and abs(d) <= max(cfg.drift_abs, cfg.drift_rel * r["kappa"])]
+                        and cfg.drift_within(d, r["kappa"])]
             print(f"{results.parent.name}/{path.parent.name}: stored {stored}, now "
                   f"{record.convergence(rows, cfg)['converged']} (last step {rows[-1]['step']}); "
                   f"drift criterion holds at {drift_ok}")
