@@ -1,5 +1,6 @@
 """dmdjax against EDM's own PyTorch network, side by side: the ADM forward D(x; sigma) and the teacher train step
-(EDM loss, backward, Adam at lr 2e-4) at batch 32, 32x32x1, float32, on the CPU, in alternating processes.
+(EDM loss, backward, Adam at lr 2e-4) at batch 32, 32x32x1, float32, on the CPU, in alternating processes;
+`convs`: the network's convolutions alone, each timed by itself, forward + backward, summed (a floor).
 
     python benchmarks/versus_torch.py --edm_dir=PATH/TO/edm --torch_python=PATH/TO/venv/bin/python
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TORCH_CHILD = "_torch"
-PARTS = ("forward", "teacher")
+PARTS = ("forward", "teacher", "convs")
 BATCH = 32
 
 
@@ -57,6 +58,10 @@ def _torch_child(net: str, part: str, repeats: int, warmup: int, edm_dir: str, c
             opt.zero_grad(set_to_none=True)
             loss_fn(net=model, images=x).sum().mul(1.0 / BATCH).backward()
             opt.step()
+    elif part == "convs":
+        return {"side": "torch", "net": net, "part": part, "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
+                **_torch_conv_floor(model, x, repeats, warmup)}
     else:
         raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
     times = []
@@ -67,6 +72,50 @@ def _torch_child(net: str, part: str, repeats: int, warmup: int, edm_dir: str, c
     return {"side": "torch", "net": net, "part": part, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
             "seconds": statistics.median(times[1 + warmup:]), "first_s": times[0], "times_s": times[1:]}
+
+
+def _torch_conv_floor(model, x, repeats: int, warmup: int) -> dict:
+    """train_step.conv_floor's PyTorch side: every ungrouped conv2d of one forward, each timed alone (median of
+    `repeats` after 1 + `warmup` calls), forward and forward + backward to input and kernel, summed."""
+    import collections
+
+    import torch
+    f = torch.nn.functional
+    calls, conv2d = collections.Counter(), f.conv2d
+
+    def record(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if groups == 1:
+            calls[(tuple(inp.shape), tuple(weight.shape), padding)] += 1
+        return conv2d(inp, weight, bias, stride, padding, dilation, groups)
+    f.conv2d = record
+    try:
+        with torch.no_grad():
+            model(x, torch.full((x.shape[0],), 2.5))
+    finally:
+        f.conv2d = conv2d
+
+    def timed(fn):
+        for _ in range(1 + warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    fwd = both = 0.0
+    shapes = []
+    for (xs, ws, pad), count in calls.items():
+        a = torch.randn(xs, requires_grad=True)
+        w = torch.randn(ws, requires_grad=True)
+        dy = torch.randn(conv2d(a.detach(), w.detach(), padding=pad).shape)
+        with torch.no_grad():
+            t_f = timed(lambda: conv2d(a, w, padding=pad))
+        t_fb = timed(lambda: torch.autograd.grad(conv2d(a, w, padding=pad), (a, w), dy))
+        fwd, both = fwd + count * t_f, both + count * t_fb
+        shapes.append({"input": xs, "kernel": ws, "count": count, "forward_ms": 1e3 * t_f, "both_ms": 1e3 * t_fb})
+    return {"seconds": both, "forward_s": fwd, "convolutions": sum(calls.values()), "by_shape": shapes}
 
 
 def _run(cmd: list[str]) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -17,7 +18,7 @@ class TrainState:
 
     @classmethod
     def create(cls, params, tx: optax.GradientTransformation):
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
 
 
 def make_optimizer(lr: float, *, warmup_steps: int = 0, weight_decay: float = 0.0, clip_norm: float | None = None,

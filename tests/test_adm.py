@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from dmdjax import convert
+from dmdjax import convert, teacher
 from dmdjax.nets import adm
 
 SHARED = Path(os.environ.get("DMDJAX_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -144,6 +144,20 @@ def test_init_zero_output_and_dropout():
     t1, t2 = apply(params, key(3), True), apply(params, key(4), True)
     np.testing.assert_array_equal(e1, e2)
     assert not np.allclose(t1, t2) and not np.allclose(t1, e1)
+
+
+def test_init_params_is_the_eager_init_as_one_program():
+    """teacher.init_params jits the init (one program instead of one per initialiser and layer); the params are
+    the eager init's, bit for bit, so runs started before and after the change start from the same weights."""
+    config = dict(img_resolution=8, in_channels=1, label_dim=2, model_channels=16, channel_mult=[1, 2],
+                  num_blocks=1, attn_resolutions=[4], dropout=0.0)
+    model = adm.adm_denoiser(config)
+    x, key = jnp.zeros((2, 8, 8, 1)), jax.random.PRNGKey(3)
+    got = teacher.init_params(model, key, x, label_dim=2)
+    want = model.init(key, x, jnp.ones((2,)), jnp.zeros((2, 2)))["params"]
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert not np.all(np.asarray(got["net"]["enc_8x8_conv"]["kernel"]) == 0)
 
 
 def test_adm_denoiser_config_handling():
