@@ -43,6 +43,8 @@ def _torch_child(net: str, part: str, repeats: int, warmup: int, edm_dir: str, c
                        channel_mult=cfg["channel_mult"], channel_mult_emb=cfg["channel_mult_emb"],
                        num_blocks=cfg["num_blocks"], attn_resolutions=cfg["attn_resolutions"], dropout=0.0)
     x = torch.randn(BATCH, cfg["in_channels"], cfg["img_resolution"], cfg["img_resolution"])
+    header = {"side": "torch", "net": net, "part": part, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters())}
     if part == "forward":
         model.eval()
         sigma = torch.full((BATCH,), 2.5)
@@ -59,19 +61,21 @@ def _torch_child(net: str, part: str, repeats: int, warmup: int, edm_dir: str, c
             loss_fn(net=model, images=x).sum().mul(1.0 / BATCH).backward()
             opt.step()
     elif part == "convs":
-        return {"side": "torch", "net": net, "part": part, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
-                **_torch_conv_floor(model, x, repeats, warmup)}
+        return {**header, **_torch_conv_floor(model, x, repeats, warmup)}
     else:
         raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+    times = _call_times(call, 1 + warmup + repeats)
+    return {**header, "seconds": statistics.median(times[1 + warmup:]), "first_s": times[0], "times_s": times[1:]}
+
+
+def _call_times(fn, calls: int) -> list[float]:
+    """Wall-clock seconds of `calls` successive calls of fn()."""
     times = []
-    for _ in range(1 + warmup + repeats):
+    for _ in range(calls):
         t0 = time.perf_counter()
-        call()
+        fn()
         times.append(time.perf_counter() - t0)
-    return {"side": "torch", "net": net, "part": part, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
-            "seconds": statistics.median(times[1 + warmup:]), "first_s": times[0], "times_s": times[1:]}
+    return times
 
 
 def _torch_conv_floor(model, x, repeats: int, warmup: int) -> dict:
@@ -94,15 +98,7 @@ def _torch_conv_floor(model, x, repeats: int, warmup: int) -> dict:
     finally:
         f.conv2d = conv2d
 
-    def timed(fn):
-        for _ in range(1 + warmup):
-            fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+    timed = lambda fn: statistics.median(_call_times(fn, 1 + warmup + repeats)[1 + warmup:])
 
     fwd = both = 0.0
     shapes = []
