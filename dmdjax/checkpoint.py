@@ -137,6 +137,10 @@ def remove_temporary(directory: str | os.PathLike) -> list[Path]:
 # Config fields that were removed without changing what a run computes; a run directory written with them
 # still resumes. ("teacher", "snapshots"): the teacher keeps Config.snapshots().
 REMOVED_FIELDS = (("teacher", "snapshots"),)
+# Config fields added later, with the value that computes what a run written before them computed: a run
+# directory without them resumes when the new config holds that value (section None: a top-level field).
+ADDED_FIELDS = (("teacher", "ema_halflife_kimg", 0.0), ("teacher", "ema_rampup_ratio", 0.05),
+                ("teacher", "distill_ema", True))
 
 
 def check_config(path: str | os.PathLike, config: dict) -> None:
@@ -148,6 +152,11 @@ def check_config(path: str | os.PathLike, config: dict) -> None:
         for section, name in REMOVED_FIELDS:      # written by an older dmdjax: no longer part of the config
             if name not in config.get(section, {}):
                 old.get(section, {}).pop(name, None)
+        for section, name, value in ADDED_FIELDS:        # written before the field existed
+            old_section = old if section is None else old.get(section)
+            new_section = config if section is None else config.get(section, {})
+            if isinstance(old_section, dict) and name not in old_section and new_section.get(name) == value:
+                old_section[name] = value
         if old != config:
             diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise CheckpointError(

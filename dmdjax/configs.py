@@ -174,3 +174,50 @@ def imagenet64(preset: str = "paper") -> Config:
                             chunk=5)
     return Config(name="imagenet64-paper", dataset="imagenet64", net="adm", net_kwargs=imagenet64_config(),
                   distill=distill, eval_n=1000, eval_ks=(1, 8, 32), eval_batch=100)
+
+
+# Teacher EMA as EDM's training loop keeps it (`--ema` 0.5 Mimg, ramp-up 0.05; REFERENCE 2.2).
+EDM_EMA = {"teacher.ema_halflife_kimg": 500.0, "teacher.ema_rampup_ratio": 0.05}
+REGIME_SNAPSHOTS = (512, 8192)   # the earliest and the latest snapshot of the teacher-length study
+
+
+def mnist_regime(preset: str = "cpu") -> Config:
+    """The regime study's base (`experiments/mnist_regime.py`): the teacher-length study's teacher and protocol
+    (`mnist_trend`) with EDM's EMA kept beside the raw weights, snapshots 512 and 8192. Its arms (`REGIME_ARMS`)
+    change one factor each."""
+    cfg = override(mnist_trend(preset), name=f"mnist-regime-{preset}", distill_snapshots=REGIME_SNAPSHOTS, **EDM_EMA)
+    return _judged(cfg)
+
+
+LOW_LR = 4e-6          # the regime study's DMD learning rate at the paper's order (2e-6)
+LOW_LR_SUM = 0.05      # ... run to this sum of learning rates
+
+
+def regime_arm(cfg: Config, arm: str) -> tuple[str, Config]:
+    """(factor, config) of one arm of the regime study on its base config `cfg` (`mnist_regime`):
+
+    ema         teacher EMA: Phi_K, the fake score and the generator start from the EMA weights
+    raw         the same teacher's raw weights (the teacher-length study's protocol)
+    lr4e-6      raw weights, DMD at lr LOW_LR to the sum of learning rates LOW_LR_SUM, its warm-up spanning the
+                same sum as the study's 100 iterations at 1e-4; latest snapshot only
+    regression  raw weights, led by DMD1's regression onto 10,000 teacher pairs (Phi_8) at weight 100: what copying
+                looks like with this network (the pairs come from the distillation stream, not the shared noises)
+    """
+    if arm not in REGIME_ARMS:
+        raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(REGIME_ARMS)}")
+    factor, changes = REGIME_ARMS[arm]
+    if arm == "lr4e-6":
+        scale = cfg.distill.lr_gen / LOW_LR
+        changes = {**changes, "distill_snapshots": (cfg.snapshots()[-1],),
+                   "distill.iterations": round(LOW_LR_SUM / LOW_LR), "distill.warmup": round(cfg.distill.warmup * scale),
+                   "distill.ckpt_every": 500, "record.eval_every": 500}
+    return factor, _judged(override(cfg, name=f"{cfg.name}-{arm}", **changes))
+
+
+REGIME_ARMS = {
+    "ema": ("teacher_ema", {"teacher.distill_ema": True}),
+    "raw": ("teacher_ema", {"teacher.distill_ema": False}),
+    "lr4e-6": ("dmd_lr", {"teacher.distill_ema": False, "distill.lr_gen": LOW_LR, "distill.lr_fake": LOW_LR}),
+    "regression": ("regression_control", {"teacher.distill_ema": False, "distill.regression_weight": 100.0,
+                                          "distill.regression_pairs": 10_000}),
+}

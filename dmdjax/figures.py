@@ -343,3 +343,23 @@ def distance_panels(panels: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: st
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def kappa_vs_lr_sum(records: dict[int, dict[str, tuple[float, list[dict]]]]):
+    """The regime study's figure: kappa (with its interval) against the sum of DMD learning rates lr x iterations,
+    one panel per teacher snapshot, one line per arm. records: {snapshot: {arm: (lr, record rows)}}."""
+    snaps = sorted(records)
+    fig, axes = subplots(1, len(snaps), figsize=(4.6 * len(snaps), 3.6), squeeze=False)
+    for ax, snap in zip(axes[0], snaps):
+        for arm, (lr, rows) in records[snap].items():
+            s = np.array([lr * r["step"] for r in rows])
+            k = np.array([r["kappa"] for r in rows])
+            lo, hi = (np.array([r["kappa_ci"][i] for r in rows]) for i in (0, 1))
+            line, = ax.plot(s, k, "o-", ms=2.5, lw=1, label=arm)
+            ax.fill_between(s, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        ax.axvline(0.1, color="0.6", lw=0.8, ls="--")
+        ax.set_xlabel("sum of DMD learning rates (lr x iterations)")
+        ax.set_ylabel("kappa (0 = copies its teacher)")
+        ax.set_title(f"teacher snapshot {snap}")
+        ax.legend(fontsize=8)
+    return fig

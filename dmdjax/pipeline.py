@@ -45,7 +45,7 @@ def build_model(cfg: Config, data: Dataset | None = None) -> nets.Denoiser:
 @functools.lru_cache(maxsize=8)
 def _teacher_step(model, tcfg: teacher.TeacherConfig, sample: Callable, seed: int, mesh):
     """Built once per (model, config, data, seed, mesh): the same function object keeps the jit cache warm."""
-    return teacher.make_step(model, tcfg.optimizer(), sample, tcfg.batch, keys(seed)["teacher"], mesh)
+    return teacher.step_fn(model, tcfg, sample, keys(seed)["teacher"], mesh)
 
 
 @functools.lru_cache(maxsize=8)
@@ -72,9 +72,10 @@ def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress
     return model, ckpt, state
 
 
-def teacher_snapshot(ckpt: Checkpointer, template_state, step: int):
-    """Params of the teacher snapshot at `step`."""
-    return ckpt.restore(template_state, step).params
+def teacher_snapshot(ckpt: Checkpointer, template_state, step: int, tcfg: teacher.TeacherConfig):
+    """The weights of the teacher snapshot at `step` that Phi_K and DMD use (`teacher.distilled_params`: its EMA
+    when `tcfg` keeps one and distills it, else the raw params)."""
+    return teacher.distilled_params(ckpt.restore(template_state, step), tcfg)
 
 
 def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True):
@@ -172,7 +173,7 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
             summary["snapshots"][str(snap)] = json.loads(result_path.read_text())
             continue
         with wall_time(clock, f"distill_{snap}"):
-            teacher_params = teacher_snapshot(ckpt, final_state, snap)
+            teacher_params = teacher_snapshot(ckpt, final_state, snap, cfg.teacher)
             state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
         with wall_time(clock, f"evaluate_{snap}"):
             result = evaluate_student(cfg, data, model, teacher_params, state.gen.params, outdir)

@@ -21,6 +21,7 @@ import numpy as np
 from dmdjax import configs, evaluation, figures, files, loop, metrics, pipeline
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
+from dmdjax.record import read_record
 from dmdjax.runconfig import Config
 
 VARIANTS = ("plain", "gan", "regression")
@@ -204,7 +205,7 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
     check_config(workdir / "config.json", cfg.to_dict())
     model, ckpt, final_state = pipeline.train_teacher(cfg, data, workdir, mesh, progress)
     snap = cfg.snapshots()[-1]
-    teacher_params = pipeline.teacher_snapshot(ckpt, final_state, snap)
+    teacher_params = pipeline.teacher_snapshot(ckpt, final_state, snap, cfg.teacher)
     outdir = workdir / f"student_{snap}"
     (outdir / "dynamics").mkdir(parents=True, exist_ok=True)
     z, labels = evaluation.eval_noise(cfg, data)
@@ -300,3 +301,98 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
     figures.save(fig, workdir / "sweep.png")
     return result
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The regime study: which difference from the paper's setting turns a remapping student into a copying one.
+
+REGIME_SUMS = (0.02, 0.05, 0.1)   # sums of DMD learning rates at which kappa is read from the record
+
+
+def kappa_at_sum(rows: list[dict], lr: float, lr_sum: float) -> dict | None:
+    """The record row at the iteration where lr x iterations = lr_sum, or None when the record has none there."""
+    step = round(lr_sum / lr)
+    return next((r for r in rows if r["step"] == step), None)
+
+
+def regime_row(arm: str, factor: str, cfg: Config, student: dict, rows: list[dict], peak_rss_gib: float | None
+               ) -> dict:
+    """One student of the regime study as results.json's `arms` list holds it (kappa_matched: at the paper's sum
+    of learning rates 0.1 when the record reaches it, else at the record's last row, `matched_at` says which)."""
+    lr = cfg.distill.lr_gen
+    iterations = student.get("convergence", {}).get("iterations", cfg.distill.iterations)
+    matched = kappa_at_sum(rows, lr, configs.PAPER_LR_SUM) or (rows[-1] if rows else None)
+    frechet = student.get("frechet", {})
+    return {"name": arm, "factor": factor, "teacher_steps": student["teacher_steps"],
+            "teacher_ema": cfg.teacher.ema and cfg.teacher.distill_ema, "lr": lr, "iterations": iterations,
+            "lr_sum": lr * iterations, "warmup": cfg.distill.warmup,
+            "regression_weight": cfg.distill.regression_weight,
+            "kappa_matched": None if matched is None else matched["kappa"],
+            "kappa_matched_ci": None if matched is None else matched["kappa_ci"],
+            "matched_at": None if matched is None else {"step": matched["step"], "lr_sum": lr * matched["step"]},
+            "kappa_at_sum": {str(s): (lambda r: None if r is None else {"kappa": r["kappa"], "kappa_ci": r["kappa_ci"]})(
+                kappa_at_sum(rows, lr, s)) for s in REGIME_SUMS},
+            "kappa_final": student["kappa"], "kappa_final_ci": student["kappa_ci"],
+            "delta_e": student["delta_e"], "delta_e_ci": student["delta_e_ci"],
+            "covered": rows[-1].get("covered") if rows else None,
+            "covered_max": max((r.get("covered") or 0.0 for r in rows), default=None),
+            "fd_g": frechet.get("g"), "fd_phi8": frechet.get("phi_8"),
+            "frac_g_closer_than_phi1": student.get("frac_g_closer_than_phi1"),
+            "converged": student.get("converged"),
+            "wall_s": student.get("distill_wall_s", 0.0) + student.get("evaluate_wall_s", 0.0),
+            "peak_rss_gib": peak_rss_gib}
+
+
+def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: bool = True,
+               results_dir=None, peak_rss_gib: Callable[[], float] | None = None) -> dict:
+    """The regime study: the base config's teacher trained once in workdir/teacher_run (raw and EMA weights),
+    shared with every arm's run directory workdir/<arm>, each arm a `pipeline.run` (`configs.regime_arm`).
+    Writes workdir/results.json ({"arms": [...], "pending": [...]}) and workdir/kappa_vs_sum.png from every arm
+    finished so far (also those of earlier invocations), exported to `results_dir`."""
+    workdir = Path(workdir)
+    check_config(workdir / "teacher_run" / "config.json", base.to_dict())
+    with pipeline.wall_time(workdir / pipeline.WALL_TIMES, "teacher"):
+        pipeline.train_teacher(base, data, workdir / "teacher_run", mesh, progress)
+    for arm in arms:
+        _, cfg = configs.regime_arm(base, arm)
+        share_teacher(workdir / "teacher_run", workdir / arm)
+        pipeline.run(cfg, data, workdir / arm, mesh, progress)
+        rss = workdir / arm / "peak_rss.json"        # the largest resident size of any invocation of this arm
+        if peak_rss_gib is not None:
+            old = json.loads(rss.read_text())["gib"] if rss.exists() else 0.0
+            files.write_json(rss, {"gib": max(old, peak_rss_gib())})
+        if results_dir is not None:
+            pipeline.export_results(workdir / arm, Path(results_dir) / arm)
+            write_regime_summary(base, workdir, results_dir)
+    return write_regime_summary(base, workdir, results_dir)
+
+
+def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
+    """workdir/results.json and kappa_vs_sum.png from every finished arm (its run's results.json complete)."""
+    workdir = Path(workdir)
+    rows, records, pending = [], {}, []
+    for arm in configs.REGIME_ARMS:
+        factor, cfg = configs.regime_arm(base, arm)
+        path = workdir / arm / "results.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        rss = workdir / arm / "peak_rss.json"
+        peak = json.loads(rss.read_text())["gib"] if rss.exists() else None
+        for snap in cfg.snapshots():
+            student = summary.get("snapshots", {}).get(str(snap))
+            if student is None:
+                pending.append(f"{arm}/{snap}")
+                continue
+            rec = read_record(workdir / arm / f"student_{snap}" / "record.jsonl")
+            rows.append(regime_row(arm, factor, cfg, student, rec, peak))
+            records.setdefault(snap, {})[arm] = (cfg.distill.lr_gen, rec)
+    teacher_wall = pipeline.read_wall_times(workdir / pipeline.WALL_TIMES).get("teacher", 0.0)
+    result = {"config": base.to_dict(), "teacher_wall_s": teacher_wall, "arms": rows, "pending": pending,
+              "complete": not pending}
+    files.write_json(workdir / "results.json", result)
+    if records:
+        figures.save(figures.kappa_vs_lr_sum(records), workdir / "kappa_vs_sum.png")
+    if results_dir is not None:
+        for name in ("results.json", "kappa_vs_sum.png"):
+            if (workdir / name).exists():
+                files.copy_file(workdir / name, Path(results_dir) / name)
+    return result

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from dmdjax import diffusion, parallel
-from dmdjax.train_state import TrainState, apply_gradients, make_optimizer
+from dmdjax.train_state import EmaTrainState, TrainState, apply_gradients, make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,13 @@ class TeacherConfig:
     clip_norm: float | None = None
     ckpt_every: int = 1000
     chunk: int = 100             # steps per jitted scan
+    ema_halflife_kimg: float = 0.0      # EMA of the weights, half-life in thousands of images (EDM: 500); 0 = off
+    ema_rampup_ratio: float = 0.05      # half-life <= this x images seen (EDM's ramp-up); 0 = no ramp-up
+    distill_ema: bool = True            # with the EMA on: snapshots give the EMA to Phi_K and DMD (EDM, DMD2)
+
+    @property
+    def ema(self) -> bool:
+        return self.ema_halflife_kimg > 0
 
     def optimizer(self):
         return make_optimizer(self.lr, warmup_steps=self.warmup, weight_decay=self.weight_decay,
@@ -43,8 +50,25 @@ def init_params(model, key, example_x, label_dim: int = 0):
     return lowered.compile(options)(*args)
 
 
-def make_step(model, tx, sample: Callable, batch: int, key, mesh=None) -> Callable:
-    """The teacher step `(state, consts) -> (state, {'loss'})`; consts is passed to `sample` (e.g. a dataset)."""
+def ema_beta(step, batch: int, halflife_kimg: float, rampup_ratio: float = 0.05):
+    """EDM's EMA decay for the update that follows optimiser step `step` (0-based; `step x batch` images seen
+    before it): half-life h = min(1000 halflife_kimg, rampup_ratio x step x batch) images (no min when
+    rampup_ratio is 0), beta = 0.5 ** (batch / max(h, 1e-8)); then ema <- beta ema + (1 - beta) params."""
+    h = jnp.asarray(halflife_kimg * 1000.0, jnp.float32)
+    if rampup_ratio:
+        h = jnp.minimum(h, rampup_ratio * jnp.asarray(step, jnp.float32) * batch)
+    return 0.5 ** (batch / jnp.maximum(h, 1e-8))
+
+
+def update_ema(ema, params, beta):
+    """ema + (1 - beta) (params - ema), leaf by leaf: torch's `params.lerp(ema, beta)` as EDM writes it."""
+    return jax.tree.map(lambda e, p: p + beta.astype(p.dtype) * (e - p), ema, params)
+
+
+def make_step(model, tx, sample: Callable, batch: int, key, mesh=None, ema_halflife_kimg: float = 0.0,
+              ema_rampup_ratio: float = 0.05) -> Callable:
+    """The teacher step `(state, consts) -> (state, {'loss'})`; consts is passed to `sample` (e.g. a dataset).
+    With `ema_halflife_kimg` > 0 the state is an EmaTrainState and its EMA follows EDM's rule (`ema_beta`)."""
     parallel.check_batch(batch, mesh)
 
     def step(state: TrainState, consts: Any):
@@ -58,11 +82,28 @@ def make_step(model, tx, sample: Callable, batch: int, key, mesh=None) -> Callab
             return diffusion.edm_loss(denoise, x, k_loss, labels)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        state = apply_gradients(state, grads, tx).replace(step=state.step + 1)
-        return state, {"loss": loss}
+        new = apply_gradients(state, grads, tx).replace(step=state.step + 1)
+        if ema_halflife_kimg > 0:
+            beta = ema_beta(state.step, batch, ema_halflife_kimg, ema_rampup_ratio)
+            new = new.replace(ema=update_ema(state.ema, new.params, beta))
+        return new, {"loss": loss}
 
     return step
 
 
 def create_state(model, cfg: TeacherConfig, key, example_x, label_dim: int = 0) -> TrainState:
-    return TrainState.create(init_params(model, key, example_x, label_dim), cfg.optimizer())
+    """The teacher's initial TrainState (an EmaTrainState, EMA = the initial params, when `cfg.ema`)."""
+    cls = EmaTrainState if cfg.ema else TrainState
+    return cls.create(init_params(model, key, example_x, label_dim), cfg.optimizer())
+
+
+def step_fn(model, cfg: TeacherConfig, sample: Callable, key, mesh=None) -> Callable:
+    """`make_step` with cfg's optimiser, batch and EMA."""
+    return make_step(model, cfg.optimizer(), sample, cfg.batch, key, mesh, cfg.ema_halflife_kimg,
+                     cfg.ema_rampup_ratio)
+
+
+def distilled_params(state: TrainState, cfg: TeacherConfig):
+    """The weights a snapshot gives to Phi_K and DMD: the EMA when it is kept and `cfg.distill_ema`, else the raw
+    params (DMD2 loads EDM's EMA into teacher, fake score and generator)."""
+    return state.ema if cfg.ema and cfg.distill_ema else state.params

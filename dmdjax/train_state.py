@@ -21,6 +21,19 @@ class TrainState:
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
 
 
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+    """A TrainState that also keeps `ema`, an exponential moving average of `params` (the teacher's, EDM's rule:
+    `dmdjax.teacher.ema_beta`). A separate class so that runs without an EMA keep their checkpoint layout."""
+    ema: Any
+
+    @classmethod
+    def create(cls, params, tx: optax.GradientTransformation):
+        state = TrainState.create(params, tx)
+        return cls(step=state.step, params=state.params, opt_state=state.opt_state,
+                   ema=jax.tree.map(jnp.array, params))
+
+
 def make_optimizer(lr: float, *, warmup_steps: int = 0, weight_decay: float = 0.0, clip_norm: float | None = None,
                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
     """Global-norm clipping then AdamW with a linear warm-up from 0 to `lr` over `warmup_steps` optimiser updates,

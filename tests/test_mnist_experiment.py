@@ -37,7 +37,7 @@ def test_snapshot_chaining_student_starts_at_phi_1(tmp_path):
     data = synthetic_images(cfg)
     model, ckpt, final = pipeline.train_teacher(cfg, data, tmp_path, progress=False)
     assert ckpt.all_steps() == [2, 4]
-    snap = pipeline.teacher_snapshot(ckpt, final, 2)
+    snap = pipeline.teacher_snapshot(ckpt, final, 2, cfg.teacher)
     assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(snap), jax.tree.leaves(final.params)))
     student = distill.init_state(snap, cfg.distill)
     z = jax.random.normal(jax.random.PRNGKey(5), (4, 8, 8, 1))

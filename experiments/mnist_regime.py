@@ -1,0 +1,59 @@
+"""The regime study on MNIST: which difference from the paper's setting turns a remapping student into a copying
+one? One teacher (the teacher-length study's, 16x16, small ADM, 8192 steps) trained once with EDM's EMA kept beside
+its raw weights; its snapshots 512 and 8192 distilled under the study's protocol by one student per arm, each with
+the convergence record (`configs.regime_arm`): ema, raw, lr4e-6 (the DMD lr at the paper's order), regression
+(DMD1's regression-led control: what copying looks like with this network).
+
+    python experiments/mnist_regime.py --arms=ema,raw --workdir=runs/mnist_regime \\
+        --mnist_dir=../shared/data/mnist --results_dir=results/mnist_regime
+
+Each arm is a pipeline run in workdir/<arm>; results.json lists one entry per finished student under `arms`, and
+kappa_vs_sum.png draws kappa against the sum of learning rates. Rerunning the same command resumes; arms run in
+the order given (one invocation per arm gives each arm's own peak memory).
+"""
+from __future__ import annotations
+
+import json
+import resource
+
+from dmdjax import cli, configs, studies
+
+
+def arm_list(text: str) -> tuple[str, ...]:
+    arms = tuple(a for a in text.split(",") if a)
+    bad = [a for a in arms if a not in configs.REGIME_ARMS]
+    if bad or not arms:
+        raise cli.argparse.ArgumentTypeError(f"unknown arms {bad}; choose from {','.join(configs.REGIME_ARMS)}")
+    return arms
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def main(argv=None) -> dict:
+    from dmdjax import data
+    parser = cli.make_parser(__doc__)
+    cli.add_common_flags(parser, presets=configs.mnist_regime)
+    parser.add_argument("--arms", type=arm_list, default=tuple(configs.REGIME_ARMS),
+                        help=f"comma-separated arms, run in this order (default: {','.join(configs.REGIME_ARMS)})")
+    parser.add_argument("--mnist_dir", default=None, help="directory with the four original MNIST .gz files")
+    args = cli.parse(parser, argv)
+    cli.start(args)
+    base = cli.apply_common_flags(configs.mnist_regime(cli.resolve_preset(args)), args)
+    arms = [configs.regime_arm(base, a)[1] for a in args.arms]
+    cli.print_config_and_exit(base, args, {"arms": {a: c.to_dict() for a, c in zip(args.arms, arms)}})
+    work = cli.workdir(base, args)
+    mesh = cli.check(base, args, arms, work=work)
+    cli.announce(base, args)
+    dataset = data.load(base, mnist_dir=args.mnist_dir)
+    result = studies.run_regime(base, args.arms, work, dataset, mesh, not args.quiet, args.results_dir,
+                                peak_rss_gib)
+    print(json.dumps([{k: r[k] for k in ("name", "teacher_steps", "kappa_matched", "kappa_final", "delta_e",
+                                         "converged")} for r in result["arms"]], indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    cli.run(main)
