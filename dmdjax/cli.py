@@ -184,27 +184,30 @@ def resolve_preset(args) -> str:
 
 
 def apply_common_flags(cfg, args):
-    """cfg with the common flags applied, then every `--set KEY=VALUE` (in order; they win)."""
-    changes = {"seed": args.seed}
-    if args.teacher_steps:
-        changes["teacher.steps"] = args.teacher_steps
-    if args.distill_iterations:
-        changes["distill.iterations"] = args.distill_iterations
-    if args.eval_n:
-        changes["eval_n"] = args.eval_n
-    if args.bf16:
-        changes["compute_dtype"] = "bfloat16"
-    if args.dm_loss_every_iteration:
-        changes["distill.dm_loss_every_iteration"] = True
-    if getattr(args, "eval_every", None) is not None:
-        changes["record.eval_every"] = args.eval_every
-    if getattr(args, "until_converged", False):
-        changes["record.until_converged"] = True
+    """cfg with the common flags applied, then every `--set KEY=VALUE` (in order), then the fields the preset
+    derives from others recomputed from the result (`configs.derive`: e.g. record.min_iterations from the DMD lr)
+    unless given explicitly. A flag and a --set that give the same field different values are refused."""
+    flags = {"teacher.steps": ("--teacher_steps", args.teacher_steps),
+             "distill.iterations": ("--distill_iterations", args.distill_iterations),
+             "eval_n": ("--eval_n", args.eval_n),
+             "compute_dtype": ("--bf16", "bfloat16" if args.bf16 else None),
+             "distill.dm_loss_every_iteration": ("--dm_loss_every_iteration", args.dm_loss_every_iteration or None),
+             "record.eval_every": ("--eval_every", getattr(args, "eval_every", None)),
+             "record.until_converged": ("--until_converged", getattr(args, "until_converged", False) or None),
+             "seed": ("--seed", args.seed or None)}
+    given = {key: value for key, (_, value) in flags.items() if value is not None}
     try:
-        cfg = configs.override(cfg, **changes)
+        out = configs.override(cfg, **{"seed": args.seed, **given})
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return apply_sets(cfg, getattr(args, "set", None) or ())
+    sets = getattr(args, "set", None) or ()
+    out = apply_sets(out, sets)
+    set_keys = {text.partition("=")[0].strip() for text in sets}
+    for key in sorted(set_keys & set(given)):
+        if configs.get(out, key) != given[key]:
+            raise ConfigError(f"{flags[key][0]} and --set {key} give {key} different values ({given[key]} and "
+                              f"{configs.get(out, key)}); give it once")
+    return configs.derive(out, cfg, explicit=set_keys | set(given))
 
 
 # ----------------------------------------------------------------------------------------------------------

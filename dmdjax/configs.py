@@ -54,6 +54,26 @@ def _judged(cfg: Config) -> Config:
     return override(cfg, **{"record.min_iterations": judge_after(cfg.distill.lr_gen)})
 
 
+# Fields a preset derives from others: {dotted key: cfg -> value}.
+DERIVED = {"record.min_iterations": lambda cfg: judge_after(cfg.distill.lr_gen)}
+
+
+def get(cfg, key: str):
+    """The value of a dotted field: get(cfg, "distill.lr_gen")."""
+    for part in key.split("."):
+        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
+    return cfg
+
+
+def derive(cfg: Config, preset: Config, explicit=()) -> Config:
+    """cfg (the preset with overrides) with each `DERIVED` field that the preset derived recomputed from cfg's
+    own fields, unless its key is in `explicit` (set on the command line): derived settings follow the
+    overrides (`--set distill.lr_gen=1e-5` judges from iteration 10,000 on, not 1,000)."""
+    changes = {key: rule(cfg) for key, rule in DERIVED.items()
+               if key not in explicit and get(preset, key) == rule(preset)}
+    return override(cfg, **changes) if changes else cfg
+
+
 # Convergence records of the cpu presets (`dmdjax.record`): sized so the periodic evaluation costs at most 15 %
 # of a student's wall time (BUILD_NOTES.md has the measurement).
 TOY_CPU_RECORD = RecordConfig(eval_every=200, n=250)
@@ -74,6 +94,9 @@ def override(cfg: Config, **changes) -> Config:
     return dataclasses.replace(cfg, **top)
 
 
+# Teacher EMA as EDM's training loop keeps it (`--ema` 0.5 Mimg, ramp-up 0.05; REFERENCE 2.2).
+EDM_EMA = {"teacher.ema_halflife_kimg": 500.0, "teacher.ema_rampup_ratio": 0.05}
+
 MNIST_CPU_NET = dict(img_resolution=16, in_channels=1, label_dim=0, model_channels=32, channel_mult=[1, 2],
                      channel_mult_emb=4, num_blocks=1, attn_resolutions=[8], dropout=0.0)
 
@@ -86,7 +109,9 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
     teacher 8192 iterations with snapshots 1024/2048/4096/8192, DMD at lr 2e-6 for 50,000 iterations (App. D).
     cpu: MNIST average-pooled to 16x16 and a small ADM (C_base 32, [1,2], 1 block, attention at 8; 826,337
     params), teacher 1024 iterations with snapshots 128/256/512/1024, DMD at lr 1e-4 for 400 iterations.
-    The paper gives no teacher optimiser; both presets train it with Adam at 2e-4 (no EMA).
+    The paper gives no teacher optimiser; both presets train it with Adam at 2e-4. paper keeps EDM's EMA of the
+    teacher's weights (`EDM_EMA`) and distills it, as DMD2 does with EDM's snapshots; cpu distills the raw weights
+    (the protocol of the committed cpu studies; `experiments/mnist_regime.py` compares the two).
     """
     _check_preset(preset)
     from dmdjax.nets.adm import mnist_config
@@ -94,7 +119,9 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
     name = f"mnist-{'cond' if conditional else 'uncond'}-{preset}"
     if preset == "paper":
         net = {**mnist_config(), "label_dim": label_dim}
-        teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1)
+        teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1,
+                                ema_halflife_kimg=EDM_EMA["teacher.ema_halflife_kimg"],
+                                ema_rampup_ratio=EDM_EMA["teacher.ema_rampup_ratio"])
         distill = DistillConfig(iterations=50_000, batch=32, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=1000, chunk=5)
         return _judged(Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher,
                               distill=distill, eval_ks=(1, 8, 32), eval_batch=250,
@@ -175,9 +202,6 @@ def imagenet64(preset: str = "paper") -> Config:
     return Config(name="imagenet64-paper", dataset="imagenet64", net="adm", net_kwargs=imagenet64_config(),
                   distill=distill, eval_n=1000, eval_ks=(1, 8, 32), eval_batch=100)
 
-
-# Teacher EMA as EDM's training loop keeps it (`--ema` 0.5 Mimg, ramp-up 0.05; REFERENCE 2.2).
-EDM_EMA = {"teacher.ema_halflife_kimg": 500.0, "teacher.ema_rampup_ratio": 0.05}
 REGIME_SNAPSHOTS = (512, 8192)   # the earliest and the latest snapshot of the teacher-length study
 
 

@@ -1,4 +1,4 @@
-"""Data parallelism: one teacher step and two DMD rounds (10 iterations) on 4 (forced host) devices equal the 1-device result."""
+"""Data parallelism: three teacher steps (with the EMA) and two DMD rounds (10 iterations) on 4 (forced host) devices equal the 1-device result."""
 import os
 import subprocess
 import sys
@@ -16,21 +16,23 @@ SCRIPT = textwrap.dedent("""
     assert jax.device_count() == 4, jax.devices()
     model = Denoiser(MLP(features=(32, 32)))
     sample = toy.get_sampler("chessboard")
-    tcfg = teacher.TeacherConfig(steps=1, batch=64, lr=1e-3)
+    tcfg = teacher.TeacherConfig(steps=1, batch=64, lr=1e-3, ema_halflife_kimg=0.1, ema_rampup_ratio=0.5)
     dcfg = distill.DistillConfig(batch=64, lr_gen=1e-3, lr_fake=1e-3, warmup=0)
     out = {}
     for n in (1, 4):
         mesh = parallel.data_mesh(n)
         st = parallel.replicate(teacher.create_state(model, tcfg, jax.random.PRNGKey(0), jnp.zeros((2, 4))), mesh)
-        step = jax.jit(teacher.make_step(model, tcfg.optimizer(), lambda k, b, c: (sample(k, b), None), 64,
-                                         jax.random.PRNGKey(1), mesh))
-        st, m = step(st, None)
+        step = jax.jit(teacher.step_fn(model, tcfg, lambda k, b, c: (sample(k, b), None), jax.random.PRNGKey(1),
+                                       mesh))
+        for _ in range(3):                       # the EMA's first update copies the params; later ones average
+            st, m = step(st, None)
         ds = parallel.replicate(distill.init_state(st.params, dcfg), mesh)
         dstep = jax.jit(distill.make_step(model, dcfg, jax.random.PRNGKey(2), sample_shape=(4,), mesh=mesh))
         for _ in range(2):
             ds, dm = dstep(ds, distill.StepConsts(st.params, {}))
         out[n] = {"teacher_loss": float(m["loss"]), "fake_loss": float(dm["fake_loss"][-1]),
                   "teacher": np.concatenate([np.ravel(x) for x in jax.tree.leaves(st.params)]).tolist(),
+                  "ema": np.concatenate([np.ravel(x) for x in jax.tree.leaves(st.ema)]).tolist(),
                   "gen": np.concatenate([np.ravel(x) for x in jax.tree.leaves(ds.gen.params)]).tolist(),
                   "fake": np.concatenate([np.ravel(x) for x in jax.tree.leaves(ds.fake.params)]).tolist(),
                   "devices": len(ds.fake.params["net"]["Dense_0"]["kernel"].sharding.device_set)}
@@ -60,7 +62,8 @@ def test_four_devices_match_one_device():
     assert one["devices"] == 1 and four["devices"] == 4
     assert four["teacher_loss"] == pytest.approx(one["teacher_loss"], rel=1e-5)
     assert four["fake_loss"] == pytest.approx(one["fake_loss"], rel=1e-5)
-    for name in ("teacher", "gen", "fake"):
+    assert np.abs(np.subtract(one["ema"], one["teacher"])).max() > 1e-5     # the EMA is an average
+    for name in ("teacher", "ema", "gen", "fake"):
         np.testing.assert_allclose(four[name], one[name], rtol=1e-4, atol=1e-6, err_msg=name)
     assert "not divisible" in out["indivisible"] and "4 devices" in out["indivisible"]
 
