@@ -24,16 +24,23 @@ def phi_k(denoise_fn, noise, k: int, labels=None):
 
     denoise_fn(x, sigma) -> D, or denoise_fn(x, sigma, labels) when labels are given, with sigma shaped (batch,);
     noise: (batch, ...) standard normal.
-    The sampler starts from 80 * noise. Returns an array shaped like `noise`, float32.
+    The sampler starts from 80 * noise and integrates in the noise's dtype: float64 noise (under
+    `jax_enable_x64`) in float64, as EDM's sampler does (x and sigma reach the denoiser in float64; `Denoiser`
+    then runs its network in float32, as EDM's EDMPrecond does); any other noise in float32. Returns an array
+    shaped like `noise`, in that dtype.
     """
     if k < 1:
         raise ValueError(f"phi_k needs k >= 1 steps, got {k}")
-    t = jnp.asarray(sampler_sigmas(k), jnp.float32)
+    dtype = jnp.float64 if jnp.asarray(noise).dtype == jnp.float64 else jnp.float32
+    t = jnp.asarray(sampler_sigmas(k), dtype)
     batch = noise.shape[0]
-    x = t[0] * jnp.asarray(noise, jnp.float32)
+    x = t[0] * jnp.asarray(noise, dtype)
+
+    def denoise(x, sigma):        # D's output promoted to the integration dtype (EDM: net(x, t).to(float64))
+        return diffusion.denoise(denoise_fn, x, jnp.full((batch,), sigma, dtype), labels).astype(dtype)
 
     def d(x, sigma):
-        return (x - diffusion.denoise(denoise_fn, x, jnp.full((batch,), sigma), labels)) / sigma
+        return (x - denoise(x, sigma)) / sigma
 
     def heun_step(x, ts):
         t_cur, t_next = ts
@@ -44,4 +51,4 @@ def phi_k(denoise_fn, noise, k: int, labels=None):
     if k > 1:
         x, _ = jax.lax.scan(heun_step, x, (t[:k - 1], t[1:k]))
     # Final Euler step t_{K-1} -> 0: x + (0 - t)(x - D)/t = D(x; t_{K-1}).
-    return diffusion.denoise(denoise_fn, x, jnp.full((batch,), t[k - 1]), labels)
+    return denoise(x, t[k - 1])

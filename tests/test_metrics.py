@@ -274,3 +274,33 @@ def test_import_is_quiet():
     out = subprocess.run([sys.executable, "-W", "default", "-c", "import dmdjax.metrics"], capture_output=True,
                          text=True, check=True)
     assert out.stdout == "" and "JAXopt" not in out.stderr and "Warning" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_delta_e_and_kappa_do_not_depend_on_the_scale(method):
+    """A remapping student (true Delta_E ~ 19) in float32 at scales 1e-20 .. 1e19, eagerly and under jit: the
+    same Delta_E and kappa to 1e-3 (Lemma C.2); squared distances at 1e-20 underflow, at 1e19 overflow, float32."""
+    import jax
+    from dmdjax.metrics import copying_index, pairing_inefficiency
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(48, 16)).astype(np.float32)
+    s = t[rng.permutation(48)] + np.float32(0.3) * rng.normal(size=(48, 16)).astype(np.float32)
+    ref_d, ref_k = float(pairing_inefficiency(t, s, method=method)), float(copying_index(t, s, method=method).kappa)
+    assert ref_d > 1.0
+    jd = jax.jit(lambda a, b: pairing_inefficiency(a, b, method=method))
+    jk = jax.jit(lambda a, b: copying_index(a, b, method=method).kappa)
+    for scale in (1e-20, 1e-10, 1e5, 1e15, 1e19):
+        a, b = t * np.float32(scale), s * np.float32(scale)
+        got = [float(pairing_inefficiency(a, b, method=method)), float(jd(a, b)),
+               float(copying_index(a, b, method=method).kappa), float(jk(a, b))]
+        np.testing.assert_allclose(got, [ref_d, ref_d, ref_k, ref_k], rtol=1e-3, err_msg=f"scale {scale}")
+    energies = copying_index(t * np.float32(1e-20), s * np.float32(1e-20), method=method)
+    assert float(energies.e_dt) == pytest.approx(float(copying_index(t, s, method=method).e_dt) * 1e-40, rel=1e-3)
+
+
+def test_samples_below_the_dtypes_range_are_refused():
+    from dmdjax.metrics import pairing_inefficiency
+    t = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="smallest normal float32"):
+        pairing_inefficiency(t * np.float32(1e-40), t[::-1] * np.float32(1e-40))
+    assert float(pairing_inefficiency(t.astype(np.float64) * 1e-40, t[::-1].astype(np.float64) * 1e-40)) > 0

@@ -123,3 +123,37 @@ def test_user_denoisers_need_no_labels_argument():
     for call in calls:
         np.testing.assert_allclose(call(required, None), call(lambda x, s: gaussian_denoiser(x, s) + 1.0, None),
                                    rtol=1e-6)
+
+
+X64 = """
+import json, jax, numpy as np
+from tests.test_sampling import edm_heun_reference, gaussian_denoiser
+from dmdjax import sampling
+assert jax.config.jax_enable_x64
+z = np.random.default_rng(0).normal(size=(64, 3))
+out = {}
+for k in (2, 8):
+    ref = edm_heun_reference(z, k)
+    x64, x32 = sampling.phi_k(gaussian_denoiser, z, k), sampling.phi_k(gaussian_denoiser, z.astype(np.float32), k)
+    out[k] = {"dtypes": [str(x64.dtype), str(x32.dtype)], "err64": float(np.abs(np.asarray(x64) - ref).max()),
+              "err32": float(np.abs(np.asarray(x32, np.float64) - ref).max())}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_float64_noise_integrates_in_float64_as_edm_does():
+    """Under jax_enable_x64, float64 noise gives a float64 Phi_K integrated in float64 (EDM's edm_sampler), the
+    same analytic denoiser on both paths: float64 matches EDM's float64 recursion to rounding, float32 does not."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", X64], capture_output=True, text=True, timeout=120, cwd=root,
+                          env=dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(root)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for k, r in out.items():
+        assert r["dtypes"] == ["float64", "float32"], k
+        assert r["err64"] < 1e-9 < r["err32"], (k, r)

@@ -5,6 +5,8 @@ shapes and dtypes can be checked; values are data, so NaN/inf in traced inputs p
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +74,34 @@ def as_same_dim(x, reference, x_name: str, ref_name: str):
     if x.shape[1] != reference.shape[1]:
         raise ValueError(f"{x_name} has {x.shape[1]} features per sample but {ref_name} has {reference.shape[1]}; "
                          "both must have the same per-sample shape")
+
+
+def unit_scale(t, s):
+    """(t / c, s / c, c^2) for (N, D) samples, c the power of two nearest max_i |x_i - mean| over both sets.
+
+    Delta_E and kappa are ratios of energies (scale invariant, Lemma C.2), so the metrics compute them on unit-scale
+    samples: squared distances of samples at 1e-20 or 1e19 neither underflow nor overflow in float32. A power of
+    two is exact: at ordinary scales the metrics' results are bitwise those of the unscaled samples. c^2 (float64
+    for concrete inputs) converts energies back to the input's units. Concrete samples whose scale is below the
+    dtype's smallest normal number raise ValueError; traced ones keep c = 1 there.
+    """
+    if is_traced(t, s):
+        dtype = jnp.promote_types(jnp.promote_types(t.dtype, s.dtype), jnp.float32)
+        t, s = t.astype(dtype), s.astype(dtype)
+        mu = 0.5 * (t.mean(0) + s.mean(0))
+        spread = jnp.maximum(jnp.max(jnp.abs(t - mu)), jnp.max(jnp.abs(s - mu)))
+        ok = jnp.isfinite(spread) & (spread >= jnp.finfo(dtype).tiny)
+        c = jnp.where(ok, jnp.exp2(jnp.round(jnp.log2(jnp.where(ok, spread, 1.0)))), 1.0).astype(dtype)
+        return t / c, s / c, c * c
+    dtype = np.promote_types(np.promote_types(t.dtype, s.dtype), np.float32)
+    t, s = np.asarray(t, dtype), np.asarray(s, dtype)
+    mu = 0.5 * (t.mean(0, dtype=np.float64) + s.mean(0, dtype=np.float64))
+    spread = max(float(np.max(np.abs(t - mu))), float(np.max(np.abs(s - mu))))
+    if spread == 0.0:
+        return t, s, 1.0
+    if spread < np.finfo(dtype).tiny:
+        raise ValueError(f"the samples spread over {spread:.3g}, below the smallest normal {dtype} number "
+                         f"({np.finfo(dtype).tiny:.3g}): their distances cannot be computed; multiply both sets by "
+                         f"one constant first (Delta_E and kappa are scale invariant) or pass float64")
+    c = math.ldexp(1.0, round(math.log2(spread)))
+    return t / dtype.type(c), s / dtype.type(c), c * c

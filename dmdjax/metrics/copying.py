@@ -81,6 +81,7 @@ def copying_index(teacher, student, *, method: str = "exact", min_null: float = 
       A `CopyingIndex`. E_OT = 0 < E_null gives Delta_E_null = inf and a finite kappa = E_DT / E_null.
     """
     t, s = _checks.as_pair(teacher, student, min_n=2)
+    t, s, c2 = _checks.unit_scale(t, s)          # kappa is a ratio: computed at unit scale (any magnitude)
     te = transport.transport_energies(t, s, method=method, **options)
     xp = jnp if _checks.is_traced(t, s) else np
     null = e_null(t, s)
@@ -91,8 +92,12 @@ def copying_index(teacher, student, *, method: str = "exact", min_null: float = 
     finite = xp.isfinite(e_dt) & xp.isfinite(e_ot) & xp.isfinite(null)
     delta_null, kappa = xp.where(finite, delta_null, xp.nan), xp.where(finite, kappa, xp.nan)
     reliable = finite & (delta_null >= min_null) & xp.isfinite(kappa)
+    if xp is np:        # energies in the input's units, float64
+        e_dt, e_ot, null = (np.float64(e) * c2 for e in (e_dt, te.e_ot, null))
+    else:
+        e_dt, e_ot, null = (e * c2.astype(e.dtype) for e in (e_dt, te.e_ot, null))
     return CopyingIndex(delta_e=te.delta_e, delta_e_null=delta_null[()], kappa=kappa[()], reliable=reliable[()],
-                        e_dt=e_dt, e_ot=te.e_ot, e_null=null)
+                        e_dt=e_dt, e_ot=e_ot, e_null=null)
 
 
 def copying_index_ci(teacher, student, *, n_resamples: int = 100, level: float = 0.95, seed: int = 0,

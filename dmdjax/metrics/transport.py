@@ -18,6 +18,11 @@ perfect copying) and +inf when E_OT = 0 < E_DT (the student reproduces the sampl
 Delta_E >= 0 always: the DT pairing is a feasible coupling, so E_OT is capped at E_DT (exact: the identity is
 a permutation; Sinkhorn: its primal can exceed E_DT through the entropic bias when copying is near perfect).
 
+Scale: Delta_E is computed on the samples rescaled by a power of two (`_checks.unit_scale`), so it is exact at any
+magnitude the dtype can hold (float32 samples at 1e-20 or 1e15); E_DT and E_OT are returned in the input's units
+(concrete inputs: float64 where the scale is not 1; traced float32: they underflow or overflow where a squared
+distance leaves float32's range, Delta_E does not).
+
 Return types: concrete inputs give float64 numpy scalars (exact method) or float32 numpy scalars (Sinkhorn,
 computed in float32 unless inputs are float64 with x64 enabled); traced inputs give JAX arrays.
 """
@@ -96,13 +101,14 @@ def transport_energies(teacher, student, *, method: str = "exact", epsilon: floa
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     t, s = _checks.as_pair(teacher, student, min_n=2)
     traced = _checks.is_traced(t, s)
+    t, s, c2 = _checks.unit_scale(t, s)          # solved at unit scale; energies returned in the input's units
     if method == "exact":
         e_dt, e_ot, col = assignment.exact(t, s)
         xp = jnp if traced else np
         zero = xp.zeros((), e_dt.dtype)
-        return TransportEnergies(e_dt=e_dt, e_ot=e_ot, delta_e=_delta(e_dt, e_ot, xp)[()], assignment=col,
-                                 marginal_error=zero, converged=xp.asarray(True), n_iterations=xp.asarray(0),
-                                 epsilon=zero, bias_bound=zero)
+        return TransportEnergies(e_dt=(e_dt * c2)[()], e_ot=(e_ot * c2)[()], delta_e=_delta(e_dt, e_ot, xp)[()],
+                                 assignment=col, marginal_error=zero, converged=xp.asarray(True),
+                                 n_iterations=xp.asarray(0), epsilon=zero, bias_bound=zero)
     n = t.shape[0]
     online = batch_size is not None or n * n * 4 > max_cost_bytes
     opts = dict(epsilon=float(epsilon), epsilon_start=float(epsilon_start), decay=float(decay),
@@ -111,8 +117,13 @@ def transport_energies(teacher, student, *, method: str = "exact", epsilon: floa
     if online:
         opts.update(batch_size=int(batch_size or 512), n_candidates=int(n_candidates), max_passes=int(max_passes))
     result = _sinkhorn_energies(jnp.asarray(t), jnp.asarray(s), online=online, **opts)
-    if not traced:
+    energies = ("e_dt", "e_ot", "epsilon", "bias_bound")
+    if traced:
+        result = result._replace(**{k: getattr(result, k) * c2.astype(result.e_dt.dtype) for k in energies})
+    else:
         result = TransportEnergies(*(np.asarray(r)[()] for r in jax.device_get(result)))
+        if c2 != 1.0:    # back to the input's units, in float64 (float32 may not hold them)
+            result = result._replace(**{k: np.float64(getattr(result, k)) * c2 for k in energies})
         if not result.converged:
             warnings.warn(f"Sinkhorn did not converge (marginal error {float(result.marginal_error):.2g} > "
                           f"threshold {threshold:g}); its E_OT is unreliable. Raise max_iterations, or use "
