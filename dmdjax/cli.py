@@ -344,11 +344,13 @@ def describe(cfg) -> str:
             f"1:{d.gen_every}; N={cfg.eval_n}; {cfg.compute_dtype}")
 
 
-def print_config_and_exit(cfg, args, extra: dict | None = None) -> None:
-    """With --print_config: the resolved config (and `extra`) as JSON on stdout, then exit 0."""
+def print_config_and_exit(cfg, args, extra: dict | None = None, others: Sequence = ()) -> None:
+    """With --print_config: the resolved config (and `extra`) as JSON on stdout, then every check of `check`
+    (cfg and `others`): exit 0 when the config is valid, else the ConfigError (`run` prints it, exit status 2)."""
     if getattr(args, "print_config", False):
         print(json.dumps({"preset": args.preset, "workdir": str(workdir(cfg, args)), **(extra or {}),
-                          "config": cfg.to_dict()}, indent=1))
+                          "config": cfg.to_dict()}, indent=1), flush=True)
+        check(cfg, args, others)
         raise SystemExit(0)
 
 

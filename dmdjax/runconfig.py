@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import jax
 
@@ -53,24 +54,59 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def validate(self) -> None:
-        for name, value in [("teacher.steps", self.teacher.steps), ("teacher.batch", self.teacher.batch),
-                            ("distill.iterations", self.distill.iterations), ("distill.batch", self.distill.batch),
-                            ("eval_n", self.eval_n)]:
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if self.eval_n < 2:
-            raise ValueError("eval_n must be at least 2 for Delta_E")
+        """Every field of the resolved config checked before any work: one ValueError naming the field, what it
+        holds and what it accepts."""
+        from dmdjax.nets import NETS
+        t, d = self.teacher, self.distill
+        _at_least(1, **{"teacher.steps": t.steps, "teacher.batch": t.batch, "teacher.chunk": t.chunk,
+                        "distill.iterations": d.iterations, "distill.batch": d.batch, "distill.chunk": d.chunk,
+                        "distill.gen_every": d.gen_every, "k_ref": self.k_ref, "n_show": self.n_show,
+                        "eval_batch": self.eval_batch})
+        _at_least(0, **{"teacher.warmup": t.warmup, "teacher.ckpt_every": t.ckpt_every, "distill.warmup": d.warmup,
+                        "distill.ckpt_every": d.ckpt_every, "pca_n": self.pca_n})
+        _at_least(2, eval_n=self.eval_n, ci_resamples=self.ci_resamples, **{"distill.num_timesteps": d.num_timesteps})
+        _finite(positive=True, **{"teacher.lr": t.lr, "distill.lr_gen": d.lr_gen, "distill.lr_fake": d.lr_fake,
+                                  "distill.conditioning_sigma": d.conditioning_sigma})
+        _finite(positive=False, **{"teacher.weight_decay": t.weight_decay, "distill.weight_decay": d.weight_decay,
+                                   "teacher.ema_halflife_kimg": t.ema_halflife_kimg,
+                                   "teacher.ema_rampup_ratio": t.ema_rampup_ratio,
+                                   "distill.regression_weight": d.regression_weight,
+                                   "distill.gan_cls_weight": d.gan_cls_weight,
+                                   "distill.gan_gen_weight": d.gan_gen_weight})
+        for name, clip in (("teacher.clip_norm", t.clip_norm), ("distill.clip_norm", d.clip_norm)):
+            if clip is not None:
+                _finite(positive=True, **{name: clip})
+        for name, ks in (("eval_ks", self.eval_ks), ("figure_ks", self.figure_ks)):
+            if any(k < 1 for k in ks):
+                raise ValueError(f"{name} = {','.join(map(str, ks))}: every K (sampler steps of Phi_K) must be >= 1")
+        if not 0 <= d.dm_min_index <= d.dm_max_index < d.num_timesteps:
+            raise ValueError(f"distill.dm_min_index ({d.dm_min_index}) and dm_max_index ({d.dm_max_index}) must "
+                             f"satisfy 0 <= min <= max < distill.num_timesteps ({d.num_timesteps})")
+        if self.net not in NETS:
+            raise ValueError(f"net = {self.net!r} is not a known network; choose one of {', '.join(NETS)}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         bad = [s for s in self.snapshots() if not 1 <= s <= self.teacher.steps]
         if bad:
             raise ValueError(f"snapshots {bad} lie outside 1..teacher.steps={self.teacher.steps}")
-        if self.ci_resamples < 2 or not 0 < self.ci_level < 1:
-            raise ValueError(f"ci_resamples must be >= 2 and 0 < ci_level < 1, got {self.ci_resamples}, "
-                             f"{self.ci_level}")
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must lie in (0, 1), got {self.ci_level}")
         self.record.validate(self.distill.gen_every)
         if self.classifier_steps < 0:
             raise ValueError(f"classifier_steps must be >= 0 (0 = no Frechet distance), got {self.classifier_steps}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+
+
+def _at_least(low: int, **fields) -> None:
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _finite(positive: bool, **fields) -> None:
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (positive and value == 0):
+            raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")

@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
     preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
     cfgs = [tweak(studies.ablation_config(d, preset)) for d in args.datasets]
-    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]})
+    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
     workdir = cli.workdir(cfgs[0], args, f"ablation-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)

@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
     dims = args.dims or studies.SWEEP_DIMS[preset]
     widths = args.widths or studies.SWEEP_WIDTHS[preset]
     cfgs = [tweak(studies.sweep_config(d, dim, preset)) for d in args.datasets for dim in dims]
-    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]})
+    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
     workdir = cli.workdir(cfgs[0], args, f"dimension_sweep-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)

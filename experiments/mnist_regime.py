@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     cli.start(args)
     base = cli.apply_common_flags(configs.mnist_regime(cli.resolve_preset(args)), args)
     arms = [configs.regime_arm(base, a)[1] for a in args.arms]
-    cli.print_config_and_exit(base, args, {"arms": {a: c.to_dict() for a, c in zip(args.arms, arms)}})
+    cli.print_config_and_exit(base, args, {"arms": {a: c.to_dict() for a, c in zip(args.arms, arms)}}, arms)
     work = cli.workdir(base, args)
     mesh = cli.check(base, args, arms, work=work)
     cli.announce(base, args)

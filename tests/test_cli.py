@@ -76,7 +76,7 @@ def test_config_errors_stop_before_training_and_config_json(tmp_path, capsys, mo
         (["--distill_iterations=7"], "distill.iterations = 7 is not a multiple of 5", "w1"),
         (["--set", "distill.chunk=12"], "distill.chunk = 12 is not a multiple of 5", "w2"),
         (["--set", "distill.ckpt_every=999"], "use --set distill.ckpt_every=1000", "w3"),
-        (["--eval_n=1"], "eval_n must be at least 2", "w4"),
+        (["--eval_n=1"], "eval_n must be an integer >= 2", "w4"),
         (["--devices=64"], "--devices: num_devices=64", "w5"),
         ([], f"--workdir {a_file} is a file", None),
         ([f"--workdir={a_file / 'below'}"], "is a file, not a directory", None),
@@ -89,6 +89,36 @@ def test_config_errors_stop_before_training_and_config_json(tmp_path, capsys, mo
             assert not (tmp_path / work).exists()
     with pytest.raises(cli.ConfigError, match="multiple of 5"):     # --debug: the exception itself
         cli.run(toy.main, ["--distill_iterations=7", f"--workdir={tmp_path / 'w6'}", "--debug"])
+
+
+def test_every_invalid_setting_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    """The whole resolved config is validated after every override, before anything is written or trained; with
+    --print_config the config is printed, then the same error, exit 2."""
+    from dmdjax import pipeline
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the run started")))
+    cases = [
+        (["--set", "eval_ks=1,0"], "eval_ks = 1,0: every K"),
+        (["--set", "teacher.lr=-1"], "teacher.lr must be a finite number > 0, got -1.0"),
+        (["--set", "teacher.lr=nan"], "teacher.lr must be a finite number > 0"),
+        (["--set", "distill.gen_every=0"], "distill.gen_every must be an integer >= 1, got 0"),
+        (["--set", "net=unet"], "net = 'unet' is not a known network; choose one of mlp, adm"),
+        (["--set", "compute_dtype=float13"], "compute_dtype must be one of"),
+        (["--set", "teacher.ema_halflife_kimg=-5"], "teacher.ema_halflife_kimg must be a finite number >= 0"),
+        (["--teacher_steps=100", "--set", "teacher.steps=300"], "give teacher.steps different values (100 and 300)"),
+    ]
+    for i, (flags, message) in enumerate(cases):
+        work = tmp_path / f"w{i}"
+        assert message in one_line_error(mnist_uncond.main, ["--preset=cpu", f"--workdir={work}", *flags],
+                                          capsys), flags
+        assert not work.exists()
+    for flags, message in [(["--set", "eval_n=1"], "eval_n must be an integer >= 2"),
+                           (["--set", "compute_dtype=float13"], "compute_dtype must be one of"),
+                           (["--devices=3"], "--devices: num_devices=3")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(mnist_uncond.main, ["--preset=cpu", f"--workdir={tmp_path / 'p'}", "--print_config", *flags])
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2 and json.loads(out)["config"] and message in err, flags
+        assert not (tmp_path / "p").exists()
 
 
 def test_batch_must_split_over_the_devices(monkeypatch, tmp_path):
