@@ -105,7 +105,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
              chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
              progress: bool = True,
              steps_per_call: int = 1, tensorboard: bool = True, callback: Callable | None = None,
-             callback_every: int = 0) -> Any:
+             callback_every: int = 0, on_chunk: Callable[[], None] | None = None) -> Any:
     """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest readable checkpoint if there
     is one (a corrupt newer one is moved aside with a RuntimeWarning naming both steps).
 
@@ -122,6 +122,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     run re-reads its state and decision) and at every multiple of `callback_every` reached, before that step's
     checkpoint; True stops the run there: the state at that step is saved (if it is not the start) and returned.
     A callback must decide from the state and its own files only, so that a resumed run decides the same.
+    `on_chunk()` (optional) runs after every chunk (e.g. `pipeline.wall_time`'s tick).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
@@ -175,6 +176,10 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                             and callback(stop, state))
                 if halt or stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
                     ckpt.save(stop, state)
+                    if tb is not None:    # TensorBoard holds every step up to the last checkpoint
+                        tb.flush()
+                if on_chunk is not None:
+                    on_chunk()
                 if halt:
                     break
     finally:  # also on Ctrl-C / errors: let an in-flight async save finish, so no work is lost or half-read

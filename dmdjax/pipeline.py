@@ -55,8 +55,10 @@ def _distill_step(model, scfg: distill.StepConfig, seed: int, label_dim: int, sh
     return distill.make_step(model, scfg, keys(seed)["distill"], label_dim, shape, mesh, sample)
 
 
-def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress: bool = True):
-    """Train (or resume) the teacher; returns (model, Checkpointer holding the snapshots, final params)."""
+def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress: bool = True,
+                  tick: Callable | None = None):
+    """Train (or resume) the teacher; returns (model, Checkpointer holding the snapshots, final state). `tick()`
+    runs after every chunk (`wall_time`'s)."""
     model = build_model(cfg, data)
     k = keys(cfg.seed)
     example = jnp.zeros((2,) + data.shape)
@@ -68,7 +70,7 @@ def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress
     state = loop.run_loop(step, state, consts, num_steps=cfg.teacher.steps, ckpt=ckpt,
                           log_path=workdir / "teacher" / "metrics.jsonl", chunk=cfg.teacher.chunk,
                           ckpt_every=cfg.teacher.ckpt_every, keep_steps=cfg.snapshots(), desc="teacher",
-                          progress=progress)
+                          progress=progress, on_chunk=tick)
     return model, ckpt, state
 
 
@@ -78,7 +80,8 @@ def teacher_snapshot(ckpt: Checkpointer, template_state, step: int, tcfg: teache
     return teacher.distilled_params(ckpt.restore(template_state, step), tcfg)
 
 
-def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True):
+def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True,
+                    tick: Callable | None = None):
     """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState.
 
     The step's constants are `distill.step_consts` of the active terms (`distill.terms`): with DMD2's GAN term the
@@ -100,7 +103,7 @@ def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: P
                          log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
                          ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
                          steps_per_call=cfg.distill.gen_every, callback=recorder,
-                         callback_every=cfg.record.eval_every)
+                         callback_every=cfg.record.eval_every, on_chunk=tick)
 
 
 def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, ckpt: Checkpointer
@@ -161,8 +164,8 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
     check_config(workdir / "config.json", cfg.to_dict())
     t0 = time.perf_counter()
     clock = workdir / WALL_TIMES
-    with wall_time(clock, "teacher"):
-        model, ckpt, final_state = train_teacher(cfg, data, workdir, mesh, progress)
+    with wall_time(clock, "teacher") as tick:
+        model, ckpt, final_state = train_teacher(cfg, data, workdir, mesh, progress, tick)
     summary = {"config": cfg.to_dict(), "teacher_wall_s": read_wall_times(clock).get("teacher", 0.0),
                "snapshots": {}}
     for snap in cfg.distill_order():
@@ -172,9 +175,9 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         if result_path.exists():
             summary["snapshots"][str(snap)] = json.loads(result_path.read_text())
             continue
-        with wall_time(clock, f"distill_{snap}"):
+        with wall_time(clock, f"distill_{snap}") as tick:
             teacher_params = teacher_snapshot(ckpt, final_state, snap, cfg.teacher)
-            state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
+            state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress, tick)
         with wall_time(clock, f"evaluate_{snap}"):
             result = evaluate_student(cfg, data, model, teacher_params, state.gen.params, outdir)
         walls = read_wall_times(clock)
@@ -239,15 +242,22 @@ WALL_TIMES = "wall_s.json"   # per-stage wall-clock seconds, summed over every i
 @contextlib.contextmanager
 def wall_time(path: Path, stage: str):
     """Add the wall-clock seconds the block takes to `stage`'s total in the JSON file `path`, also when the block
-    raises (an interrupted invocation counts); a killed process loses only its own last stage's time."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
+    raises. Yields `tick()`, which adds the seconds so far at once (the training loops call it after every chunk),
+    so a killed process loses at most the time since its last tick."""
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
         if jax.process_index() == 0:
             totals = read_wall_times(path)
-            totals[stage] = totals.get(stage, 0.0) + time.perf_counter() - t0
+            totals[stage] = totals.get(stage, 0.0) + now - last[0]
             files.write_json(path, totals)
+        last[0] = now
+
+    try:
+        yield tick
+    finally:
+        tick()
 
 
 def read_wall_times(path: Path) -> dict[str, float]:

@@ -351,8 +351,8 @@ def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: 
     finished so far (also those of earlier invocations), exported to `results_dir`."""
     workdir = Path(workdir)
     check_config(workdir / "teacher_run" / "config.json", base.to_dict())
-    with pipeline.wall_time(workdir / pipeline.WALL_TIMES, "teacher"):
-        pipeline.train_teacher(base, data, workdir / "teacher_run", mesh, progress)
+    with pipeline.wall_time(workdir / pipeline.WALL_TIMES, "teacher") as tick:
+        pipeline.train_teacher(base, data, workdir / "teacher_run", mesh, progress, tick)
     for arm in arms:
         _, cfg = configs.regime_arm(base, arm)
         share_teacher(workdir / "teacher_run", workdir / arm)

@@ -42,3 +42,50 @@ def test_pngs_round_trip(tmp_path):
     tensorboard.write_pngs(tmp_path, [tmp_path / "curve.png"], step=7)
     images = tensorboard.read_events(tmp_path)["images"]
     assert list(images) == ["curve"] and images["curve"][0] == (7, (tmp_path / "curve.png").read_bytes())
+
+
+KILLED_RUN = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+from dmdjax import loop, pipeline
+from dmdjax.data import load
+from test_teacher_ema import _toy_ema_config
+real = loop._run_chunk
+def slow(step_fn, state, *args):
+    if int(state.step) == 30:                 # after the checkpoint at 20 and its chunk, killed outright
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.3)
+    return real(step_fn, state, *args)
+loop._run_chunk = slow
+save = pipeline.Checkpointer.save             # saves finish before the kill (Orbax writes asynchronously)
+pipeline.Checkpointer.save = lambda self, *a: (save(self, *a), self.wait())
+cfg = _toy_ema_config(**{"teacher.ckpt_every": 10})
+pipeline.run(cfg, load(cfg), sys.argv[1], progress=False)
+"""
+
+
+def test_a_kill_loses_at_most_one_chunk_of_wall_time_and_no_checkpointed_scalars(tmp_path):
+    """kill -9 in the middle of teacher training: the wall time of the chunks before it (3 x >= 0.3 s) and
+    TensorBoard's scalars up to the last checkpoint (step 30) survive; the resumed run adds its own."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    from dmdjax import pipeline
+    from dmdjax.data import load
+    from tests.test_teacher_ema import _toy_ema_config
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path), str(root / "tests")], timeout=300,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(root)))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    walls = json.loads((tmp_path / "wall_s.json").read_text())
+    assert walls["teacher"] >= 0.9                                  # the three chunks before the kill
+    steps, _ = tensorboard.read_events(tmp_path / "teacher")["scalars"]["loss"]
+    assert list(steps) == list(range(30))                           # up to the checkpoint at 30, flushed
+    cfg = _toy_ema_config(**{"teacher.ckpt_every": 10})
+    summary = pipeline.run(cfg, load(cfg), tmp_path, progress=False)
+    assert summary["teacher_wall_s"] >= walls["teacher"] and summary["total_wall_s"] > walls["teacher"]
+    steps, _ = tensorboard.read_events(tmp_path / "teacher")["scalars"]["loss"]
+    assert list(steps) == list(range(40))
