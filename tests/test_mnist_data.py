@@ -202,3 +202,16 @@ def test_import_dmdjax_does_not_import_tensorflow():
     code = "import sys, dmdjax, dmdjax.data.mnist; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_install_hint_matches_how_dmdjax_was_installed(monkeypatch, tmp_path):
+    """From this source tree: `pip install -e "<tree>[mnist]"` (a plain `dmdjax[mnist]` cannot install from a
+    clone); from a wheel (no pyproject.toml beside the package): the package index's name."""
+    from pathlib import Path
+    from dmdjax.data import mnist
+    tree = Path(mnist.__file__).resolve().parents[2]
+    assert mnist.install_hint("mnist") == f'pip install -e "{tree}[mnist]"'
+    fake = tmp_path / "site-packages" / "dmdjax" / "data" / "mnist.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(mnist, "__file__", str(fake))
+    assert mnist.install_hint("mnist") == "pip install 'dmdjax[mnist]'"

@@ -111,6 +111,15 @@ def check_manual_dir(manual_dir) -> Path:
     return path
 
 
+def install_hint(extra: str) -> str:
+    """The pip command that adds `extra` to this dmdjax as it was installed: from a source tree (a clone, an
+    editable install) `pip install -e "<tree>[extra]"`, else from the package index."""
+    tree = Path(__file__).resolve().parents[2]
+    if (tree / "pyproject.toml").is_file() and (tree / "dmdjax").is_dir():
+        return f'pip install -e "{tree}[{extra}]"'
+    return f"pip install 'dmdjax[{extra}]'"
+
+
 def _import_tfds():
     """Imports TF (devices hidden, logs quiet) and TFDS; returns the tfds module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -120,7 +129,7 @@ def _import_tfds():
         import tensorflow_datasets  # noqa: F401
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(f"MNIST needs tensorflow-datasets and TensorFlow ({e.name} is not installed): "
-                                  f"pip install 'dmdjax[mnist]'", name=e.name) from None
+                                  f"{install_hint('mnist')}", name=e.name) from None
 
     for kind in ("GPU", "TPU"):
         try:
