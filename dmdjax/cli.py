@@ -535,7 +535,11 @@ def mnist_main(argv, config: Callable[[str], Any], doc: str, divisors: Sequence[
         snapshots = args.snapshots or default_snapshots(cfg.teacher.steps, divisors)
         return configs.override(cfg, distill_snapshots=snapshots)
 
-    return experiment_main(argv, doc, config, add_mnist_flags, make, lambda args: {"mnist_dir": args.mnist_dir})
+    def preset(name):            # what `make` gives without flags: --help lists these snapshots
+        cfg = config(name)
+        return configs.override(cfg, distill_snapshots=default_snapshots(cfg.teacher.steps, divisors))
+
+    return experiment_main(argv, doc, preset, add_mnist_flags, make, lambda args: {"mnist_dir": args.mnist_dir})
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -299,3 +299,14 @@ def test_a_rerun_reads_its_compiles_from_the_persistent_cache(tmp_path):
     env["DMDJAX_CACHE"] = str(tmp_path / "default")
     run("--compile_cache=none")
     assert not (tmp_path / "default").exists()
+
+
+def test_help_lists_the_snapshots_the_command_distills(capsys):
+    """mnist_uncond distills T/8..T and mnist_trend T/16..T by default: --help says so for each preset."""
+    from experiments import mnist_trend
+    for main, cpu, paper in [(mnist_uncond.main, "(128,256,512,1024)", "(1024,2048,4096,8192)"),
+                             (mnist_trend.main, "(512,1024,2048,4096,8192)", "(512,1024,2048,4096,8192)")]:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"iterations per snapshot {cpu}" in text.split("paper:")[0] and f"snapshot {paper}" in text
