@@ -180,6 +180,32 @@ def runs_table(runs: Sequence[tuple[str, dict, Path | None]]) -> str:
     return markdown_table(("run", *HEAD), rows)
 
 
+REGIME_HEAD = ("arm", "snapshot", "teacher weights", "DMD lr", "iterations (S)", "kappa at S = 0.05",
+               "kappa at S = 0.1 (or last)", "kappa final", "Delta_E final", "covered last / max", "FD G / Phi_8",
+               "converged")
+
+
+def regime_table(summary: dict) -> str:
+    """The regime study's results.json (`studies.run_regime`: an `arms` list) as a Markdown table, one row per
+    student: kappa against the sum of learning rates S (0.05, the paper's 0.1 or the arm's last), final kappa and
+    Delta_E with 95 % intervals, covered, Frechet distances, the convergence verdict."""
+    rows = []
+    for r in summary["arms"]:
+        at = r["kappa_at_sum"].get("0.05")
+        matched = r["matched_at"]
+        fd = "" if r.get("fd_g") is None else f"{r['fd_g']:.1f} / {r['fd_phi8']:.1f}"
+        covered = "" if r.get("covered") is None else f"{r['covered']:.2f} / {r['covered_max']:.2f}"
+        rows.append([
+            r["name"] + (f" (weight {r['regression_weight']:g})" if r.get("regression_weight") else ""),
+            str(r["teacher_steps"]), "EMA" if r["teacher_ema"] else "raw", f"{r['lr']:g}",
+            f"{r['iterations']} ({r['lr_sum']:.3g})", "" if at is None else _ci(at["kappa"], at["kappa_ci"], 2),
+            "" if matched is None else f"{_ci(r['kappa_matched'], r['kappa_matched_ci'], 2)} at S = "
+                                       f"{matched['lr_sum']:.3g}",
+            _ci(r["kappa_final"], r["kappa_final_ci"], 2), _ci(r["delta_e"], r["delta_e_ci"]), covered, fd,
+            "yes" if r.get("converged") else "no"])
+    return markdown_table(REGIME_HEAD, rows)
+
+
 TABLE_BEGIN, TABLE_END = "<!-- table: {} -->", "<!-- /table -->"
 
 
@@ -192,6 +218,9 @@ def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]
         text = rest.split(TABLE_END, 1)[0].strip()
         dirs = [Path(results_root) / part for part in name.split("+")]   # "a+b": one table of several runs
         summaries = [json.loads((d / "results.json").read_text()) for d in dirs]
+        if "arms" in summaries[0]:                 # a regime study (`studies.run_regime`)
+            out[name] = (text, regime_table(summaries[0]))
+            continue
         out[name] = (text, snapshot_table(summaries[0], dirs[0]) if len(dirs) == 1 else
                      runs_table([(d.name, s, d) for d, s in zip(dirs, summaries)]))
     return out

@@ -65,3 +65,17 @@ def test_several_runs_share_one_table_without_their_empty_columns(tmp_path):
     assert lines[1] == "|---|---|---|---|---|---|---|" and len(lines) == 4
     assert lines[2].startswith("| toy_a | 4000 | 4 [3.5, 4.5] |") and lines[2].endswith("| 0.49 / 0.19 |")
     assert lines[3].startswith("| toy_b | 4000 | 9 [3.5, 4.5] |") and lines[3].endswith("|  |")
+
+
+def test_regime_table_rows_follow_the_arms():
+    arm = {"name": "ema", "teacher_steps": 8192, "teacher_ema": True, "lr": 1e-4, "iterations": 2000, "lr_sum": 0.2,
+           "regression_weight": 0.0, "kappa_at_sum": {"0.05": {"kappa": 0.02, "kappa_ci": [0.0, 0.04]}},
+           "kappa_matched": 0.31, "kappa_matched_ci": [0.25, 0.37], "matched_at": {"step": 1000, "lr_sum": 0.1},
+           "kappa_final": 0.5, "kappa_final_ci": [0.4, 0.6], "delta_e": 0.6, "delta_e_ci": [0.5, 0.7],
+           "covered": -0.1, "covered_max": 0.3, "fd_g": 40.0, "fd_phi8": 12.0, "converged": False}
+    low = {**arm, "name": "lr4e-6", "teacher_ema": False, "lr": 4e-6, "iterations": 12500, "lr_sum": 0.05,
+           "kappa_at_sum": {"0.05": None}, "matched_at": {"step": 12500, "lr_sum": 0.05}}
+    lines = report.regime_table({"arms": [arm, low]}).splitlines()
+    assert lines[2] == ("| ema | 8192 | EMA | 0.0001 | 2000 (0.2) | 0.02 [0, 0.04] | 0.31 [0.25, 0.37] at S = 0.1 | "
+                        "0.5 [0.4, 0.6] | 0.6 [0.5, 0.7] | -0.10 / 0.30 | 40.0 / 12.0 | no |")
+    assert "| lr4e-6 | 8192 | raw | 4e-06 | 12500 (0.05) |  | 0.31 [0.25, 0.37] at S = 0.05 |" in lines[3]
