@@ -99,11 +99,15 @@ def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: P
     consts = parallel.replicate(consts, mesh)
     ckpt = Checkpointer(outdir / "ckpt")
     recorder = make_recorder(cfg, data, model, teacher_params, outdir, ckpt) if cfg.record.eval_every else None
-    return loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
-                         log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
-                         ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
-                         steps_per_call=cfg.distill.gen_every, callback=recorder,
-                         callback_every=cfg.record.eval_every, on_chunk=tick)
+    try:
+        return loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
+                             log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
+                             ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
+                             steps_per_call=cfg.distill.gen_every, callback=recorder,
+                             callback_every=cfg.record.eval_every, on_chunk=tick)
+    finally:
+        if recorder is not None:
+            recorder.close()
 
 
 def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, ckpt: Checkpointer

@@ -172,6 +172,9 @@ def convergence(rows: list[dict], cfg: RecordConfig) -> dict:
             "last": checks}
 
 
+TB_FIELDS = ("delta_e", "kappa", "delta_e_null", "w2", "fit_ratio", "spread_ratio", "covered", "kappa_drift")
+
+
 class Recorder:
     """`run_loop` callback (step, state) -> stop that appends a row to `path` (module docstring).
 
@@ -188,11 +191,15 @@ class Recorder:
       latest_checkpoint: () -> the latest saved step (or None), for pruning the G files.
       seed: seed of the intervals' resampling.
       main: whether this process writes (multi-host: the first one).
+      tensorboard: also write every row's numbers as TensorBoard scalars under `record/` in path's directory
+        (`TB_FIELDS`, kappa's and Delta_E's interval bounds as `_low` / `_high`); `close()` ends the file.
     """
 
     def __init__(self, cfg: RecordConfig, path: str | Path, ref, phi_1, generate: Callable,
-                 latest_checkpoint: Callable = lambda: None, seed: int = 0, main: bool = True):
+                 latest_checkpoint: Callable = lambda: None, seed: int = 0, main: bool = True,
+                 tensorboard: bool = True):
         self.cfg, self.path, self.generate, self.seed, self.main = cfg, Path(path), generate, seed, main
+        self.tensorboard, self._tb = tensorboard and main, None
         self.latest_checkpoint = latest_checkpoint
         self.g_dir = self.path.with_name(self.path.stem + "_g")
         self.ref, self.phi_1 = np.asarray(ref), np.asarray(phi_1)
@@ -232,9 +239,27 @@ class Recorder:
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             self._prune()
+            if self.tensorboard:
+                self._scalars(row)
         self.rows.append(row)
         self.prev = g
         return row["stop"]
+
+    def _scalars(self, row: dict) -> None:
+        from dmdjax.tensorboard import ScalarWriter
+        if self._tb is None:
+            self._tb = ScalarWriter(self.path.parent)
+        values = {f"record/{k}": row[k] for k in TB_FIELDS if isinstance(row.get(k), (int, float))}
+        for k in ("kappa", "delta_e"):
+            values.update({f"record/{k}_low": row[f"{k}_ci"][0], f"record/{k}_high": row[f"{k}_ci"][1]})
+        self._tb.scalars(row["step"], {k: v for k, v in values.items() if v is not None and math.isfinite(v)})
+        self._tb.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard file (rows written so far are flushed already)."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def _stop(self, rows: list[dict]) -> bool:
         return bool(self.cfg.until_converged and convergence(rows, self.cfg)["converged"])

@@ -89,3 +89,11 @@ def test_a_kill_loses_at_most_one_chunk_of_wall_time_and_no_checkpointed_scalars
     assert summary["teacher_wall_s"] >= walls["teacher"] and summary["total_wall_s"] > walls["teacher"]
     steps, _ = tensorboard.read_events(tmp_path / "teacher")["scalars"]["loss"]
     assert list(steps) == list(range(40))
+    # the student's convergence record as TensorBoard scalars, row for row (live copying curves)
+    rows = [json.loads(line) for line in (tmp_path / "student_40" / "record.jsonl").read_text().splitlines()]
+    scalars = tensorboard.read_events(tmp_path / "student_40")["scalars"]
+    for tag, value in (("kappa", lambda r: r["kappa"]), ("delta_e", lambda r: r["delta_e"]),
+                       ("kappa_low", lambda r: r["kappa_ci"][0]), ("covered", lambda r: r["covered"])):
+        steps, values = scalars[f"record/{tag}"]
+        assert list(steps) == [r["step"] for r in rows] and len(rows) >= 2, tag
+        np.testing.assert_allclose(values, [value(r) for r in rows], rtol=1e-6, err_msg=tag)
