@@ -343,48 +343,72 @@ def regime_row(arm: str, factor: str, cfg: Config, student: dict, rows: list[dic
             "peak_rss_gib": peak_rss_gib}
 
 
+def regime_arm_dir(arm: str, seed: int | None = None) -> str:
+    """An arm's run directory name: the arm, with `-seed<k>` for another DMD seed (a control, arm e)."""
+    return arm if seed is None else f"{arm}-seed{seed}"
+
+
+def arm_config(base: Config, arm: str, seed: int | None = None, snapshots=None) -> tuple[str, Config]:
+    """`configs.regime_arm`, with another DMD seed and a subset of its snapshots when given."""
+    factor, cfg = configs.regime_arm(base, arm)
+    if seed is not None:
+        cfg = configs.override(cfg, name=f"{cfg.name}-seed{seed}", distill_seed=seed)
+    if snapshots:
+        cfg = configs.override(cfg, distill_snapshots=tuple(snapshots))
+    return factor, cfg
+
+
 def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: bool = True,
-               results_dir=None, peak_rss_gib: Callable[[], float] | None = None) -> dict:
+               results_dir=None, peak_rss_gib: Callable[[], float] | None = None, seed: int | None = None,
+               snapshots=None) -> dict:
     """The regime study: the base config's teacher trained once in workdir/teacher_run (raw and EMA weights),
-    shared with every arm's run directory workdir/<arm>, each arm a `pipeline.run` (`configs.regime_arm`).
-    Writes workdir/results.json ({"arms": [...], "pending": [...]}) and workdir/kappa_vs_sum.png from every arm
+    shared with every arm's run directory workdir/<arm>[-seed<k>], each arm a `pipeline.run`
+    (`configs.regime_arm`; `seed`: another DMD seed, `snapshots`: a subset of the arm's). Writes
+    workdir/results.json ({"arms": [...], "pending": [...]}) and workdir/kappa_vs_sum.png from every arm
     finished so far (also those of earlier invocations), exported to `results_dir`."""
     workdir = Path(workdir)
     check_config(workdir / "teacher_run" / "config.json", base.to_dict())
     with pipeline.wall_time(workdir / pipeline.WALL_TIMES, "teacher") as tick:
         pipeline.train_teacher(base, data, workdir / "teacher_run", mesh, progress, tick)
     for arm in arms:
-        _, cfg = configs.regime_arm(base, arm)
-        share_teacher(workdir / "teacher_run", workdir / arm)
-        pipeline.run(cfg, data, workdir / arm, mesh, progress)
-        rss = workdir / arm / "peak_rss.json"        # the largest resident size of any invocation of this arm
+        _, cfg = arm_config(base, arm, seed, snapshots)
+        name = regime_arm_dir(arm, seed)
+        share_teacher(workdir / "teacher_run", workdir / name)
+        pipeline.run(cfg, data, workdir / name, mesh, progress)
+        rss = workdir / name / "peak_rss.json"        # the largest resident size of any invocation of this arm
         if peak_rss_gib is not None:
             old = json.loads(rss.read_text())["gib"] if rss.exists() else 0.0
             files.write_json(rss, {"gib": max(old, peak_rss_gib())})
         if results_dir is not None:
-            pipeline.export_results(workdir / arm, Path(results_dir) / arm)
+            pipeline.export_results(workdir / name, Path(results_dir) / name)
             write_regime_summary(base, workdir, results_dir)
     return write_regime_summary(base, workdir, results_dir)
 
 
 def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
-    """workdir/results.json and kappa_vs_sum.png from every finished arm (its run's results.json complete)."""
+    """workdir/results.json and kappa_vs_sum.png from every finished student of every arm directory (another
+    seed's and a subset of snapshots included, read from the directory's config.json); `pending` lists the
+    arms' students not finished yet."""
     workdir = Path(workdir)
     rows, records, pending = [], {}, []
     for arm in configs.REGIME_ARMS:
-        factor, cfg = configs.regime_arm(base, arm)
-        path = workdir / arm / "results.json"
-        summary = json.loads(path.read_text()) if path.exists() else {}
-        rss = workdir / arm / "peak_rss.json"
-        peak = json.loads(rss.read_text())["gib"] if rss.exists() else None
-        for snap in cfg.snapshots():
-            student = summary.get("snapshots", {}).get(str(snap))
-            if student is None:
-                pending.append(f"{arm}/{snap}")
-                continue
-            rec = read_record(workdir / arm / f"student_{snap}" / "record.jsonl")
-            rows.append(regime_row(arm, factor, cfg, student, rec, peak))
-            records.setdefault(snap, {})[arm] = (cfg.distill.lr_gen, rec)
+        dirs = sorted(d for d in workdir.glob(f"{arm}*") if d.name == arm or d.name.startswith(f"{arm}-seed"))
+        for d in dirs or [workdir / arm]:
+            saved = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
+            seed = saved.get("distill_seed") if d.name != arm else None
+            factor, cfg = arm_config(base, arm, seed, saved.get("distill_snapshots"))
+            path = d / "results.json"
+            summary = json.loads(path.read_text()) if path.exists() else {}
+            rss = d / "peak_rss.json"
+            peak = json.loads(rss.read_text())["gib"] if rss.exists() else None
+            for snap in cfg.snapshots():
+                student = summary.get("snapshots", {}).get(str(snap))
+                if student is None:
+                    pending.append(f"{d.name}/{snap}")
+                    continue
+                rec = read_record(d / f"student_{snap}" / "record.jsonl")
+                rows.append({**regime_row(d.name, factor, cfg, student, rec, peak), "distill_seed": cfg.student_seed()})
+                records.setdefault(snap, {})[d.name] = (cfg.distill.lr_gen, rec)
     teacher_wall = pipeline.read_wall_times(workdir / pipeline.WALL_TIMES).get("teacher", 0.0)
     result = {"config": base.to_dict(), "teacher_wall_s": teacher_wall, "arms": rows, "pending": pending,
               "complete": not pending}

@@ -8,7 +8,8 @@ the convergence record (`configs.regime_arm`): ema, raw, lr4e-6 (the DMD lr at t
         --mnist_dir=../shared/data/mnist --results_dir=results/mnist_regime
 
 Each arm is a pipeline run in workdir/<arm>; results.json lists one entry per finished student under `arms`, and
-kappa_vs_sum.png draws kappa against the sum of learning rates. Rerunning the same command resumes; arms run in
+kappa_vs_sum.png draws kappa against the sum of learning rates. A second DMD seed of an arm on its latest
+snapshot (arm e): `--arms=ema --distill_seed=1 --only_snapshots=8192` (run directory ema-seed1). Rerunning the same command resumes; arms run in
 the order given (one invocation per arm gives each arm's own peak memory).
 """
 from __future__ import annotations
@@ -39,17 +40,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--arms", type=arm_list, default=tuple(configs.REGIME_ARMS),
                         help=f"comma-separated arms, run in this order (default: {','.join(configs.REGIME_ARMS)})")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four original MNIST .gz files")
+    parser.add_argument("--distill_seed", type=int, default=None,
+                        help="another DMD seed for the arms (a control; run directory <arm>-seed<k>); the teacher "
+                             "and the shared noises stay those of --seed")
+    parser.add_argument("--only_snapshots", type=cli.snapshot_list, default=None,
+                        help="distill only these of the arms' snapshots, e.g. 8192")
     args = cli.parse(parser, argv)
     cli.start(args)
     base = cli.apply_common_flags(configs.mnist_regime(cli.resolve_preset(args)), args)
-    arms = [configs.regime_arm(base, a)[1] for a in args.arms]
+    arms = [studies.arm_config(base, a, args.distill_seed, args.only_snapshots)[1] for a in args.arms]
     cli.print_config_and_exit(base, args, {"arms": {a: c.to_dict() for a, c in zip(args.arms, arms)}}, arms)
     work = cli.workdir(base, args)
     mesh = cli.check(base, args, arms, work=work)
     cli.announce(base, args)
     dataset = data.load(base, mnist_dir=args.mnist_dir)
     result = studies.run_regime(base, args.arms, work, dataset, mesh, not args.quiet, args.results_dir,
-                                peak_rss_gib)
+                                peak_rss_gib, args.distill_seed, args.only_snapshots)
     print(json.dumps([{k: r[k] for k in ("name", "teacher_steps", "kappa_matched", "kappa_final", "delta_e",
                                          "converged")} for r in result["arms"]], indent=1))
     return result

@@ -144,4 +144,10 @@ def test_regime_arms_and_summary(tmp_path):
     assert len(log.splitlines()) == 40 and all((tmp_path / a / "teacher" / "metrics.jsonl").read_text() == log
                                                for a in ("ema", "raw"))   # one teacher, shared
     assert json.loads((tmp_path / "evidence" / "results.json").read_text())["arms"] == result["arms"]
+    again = studies.run_regime(base, ["ema"], tmp_path, load(base), progress=False, seed=1, snapshots=(40,))
+    seed1 = [r for r in again["arms"] if r["name"] == "ema-seed1"]
+    assert [(r["teacher_steps"], r["distill_seed"]) for r in seed1] == [(40, 1)]
+    assert seed1[0]["kappa_final"] != next(r for r in again["arms"] if r["name"] == "ema" and
+                                           r["teacher_steps"] == 40)["kappa_final"] or \
+        seed1[0]["delta_e"] != result["arms"][1]["delta_e"]
     assert (tmp_path / "evidence" / "kappa_vs_sum.png").is_file()
