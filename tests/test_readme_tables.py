@@ -79,3 +79,21 @@ def test_regime_table_rows_follow_the_arms():
     assert lines[2] == ("| ema | 8192 | EMA | 0.0001 | 2000 (0.2) | 0.02 [0, 0.04] | 0.31 [0.25, 0.37] at S = 0.1 | "
                         "0.5 [0.4, 0.6] | 0.6 [0.5, 0.7] | -0.10 / 0.30 | 40.0 / 12.0 | no |")
     assert "| lr4e-6 | 8192 | raw | 4e-06 | 12500 (0.05) |  | 0.31 [0.25, 0.37] at S = 0.05 |" in lines[3]
+
+
+def test_the_regime_verdict_follows_the_committed_students():
+    """README's reading of results/mnist_regime: the EMA teacher's 8192-step student copies (converged, kappa's
+    interval below 0.05, G closer to Phi_8 than Phi_1 for most noises, FD within twice the teacher's); its
+    512-step student remaps (kappa's interval above 0.5); the raw-weight students of results/mnist_trend remap."""
+    arms = {(a["name"], a["teacher_steps"]): a for a in
+            json.loads((REPO / "results" / "mnist_regime" / "results.json").read_text())["arms"]}
+    late, early = arms[("ema", 8192)], arms[("ema", 512)]
+    assert late["teacher_ema"] and late["converged"] and late["kappa_final_ci"][1] < 0.05
+    assert late["kappa_matched_ci"][1] < 0.05 and late["matched_at"]["lr_sum"] == 0.1
+    assert late["frac_g_closer_than_phi1"] > 0.5 and late["fd_g"] < 2 * late["fd_phi8"]
+    assert early["kappa_final_ci"][0] > 0.5 and not early["converged"]
+    readme = (REPO / "README.md").read_text()
+    for run, kappas in (("mnist_trend", "0.83 [0.81, 0.85]"), ("mnist_trend_seed1", "0.67 [0.65, 0.69]")):
+        r = json.loads((REPO / "results" / run / "student_8192" / "results.json").read_text())
+        assert f"{r['kappa']:.2f} [{r['kappa_ci'][0]:.2f}, {r['kappa_ci'][1]:.2f}]" == kappas and kappas in readme
+        assert not r["converged"]
