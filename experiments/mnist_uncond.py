@@ -7,8 +7,9 @@ into one-step DMD students, copying measured per snapshot.
 The preset defaults to `paper` on a GPU/TPU and to `cpu` on a CPU-only host (the first printed line says which,
 and what it holds); the work directory to runs/<config name>; the teacher snapshots distilled to T/8, T/4, T/2
 and T of the teacher's T steps. `--set KEY=VALUE` changes any config field, `--print_config` shows the result.
-MNIST comes through tensorflow-datasets (`pip install 'dmdjax[mnist]'`); offline, give the four original files
-with --mnist_dir (or DMDJAX_MNIST_DIR). Rerunning the same command resumes from the last checkpoint.
+MNIST comes through tensorflow-datasets, without TensorFlow (`pip install 'dmdjax[tfds]'`); offline, give the
+four original files with --mnist_dir (or DMDJAX_MNIST_DIR). Rerunning the same command resumes from the last
+checkpoint.
 """
 from __future__ import annotations
 

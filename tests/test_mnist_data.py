@@ -20,6 +20,28 @@ from dmdjax.data import mnist
 SHARED = Path(os.environ.get("DMDJAX_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 MNIST_DIR = SHARED / "data" / "mnist"
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+# SHA-256 of load_mnist(split)'s float32 images then int32 labels, as the TensorFlow path (TFDS's own mnist builder,
+# tfrecord, as_dataset; dmdjax before the TensorFlow-free loader) returned them: same arrays, same order.
+TF_PATH_SHA256 = {
+    "train": "4a8d022966867c1dad4828871a05f83aab1083d594be0102f921d77f6bba3927",
+    "test": "46e3991af073eb7d7001fb2f2350508db3dbaaef7ac37e14ccff4e5a1146b383",
+}
+# Run first in a subprocess: a module (and its submodules) looks not installed. Every import finder is wrapped to
+# find nothing of it: `import tensorflow` raises ModuleNotFoundError, importlib.util.find_spec("tensorflow") is
+# None (etils.epath probes that way) and nothing enters sys.modules (TFDS checks sys.modules for a loaded TF).
+BLOCK = """
+import sys
+class Hidden:
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r} or name.startswith({module!r} + "."):
+            return None
+        return self.finder.find_spec(name, path, target)
+    def __getattr__(self, attr):
+        return getattr(self.finder, attr)
+sys.meta_path[:] = [Hidden(finder) for finder in sys.meta_path]
+"""
 
 @pytest.fixture(autouse=True)
 def _mnist_files_present(request):
@@ -93,7 +115,7 @@ def test_train_split_matches_idx_files(prepared):
 @needs_files
 def test_cached_reload_needs_no_files_or_network(prepared, monkeypatch, no_env):
     data_dir, images, labels, first, *_ = prepared
-    record = next((Path(data_dir) / "mnist").rglob("mnist-train.tfrecord*"))
+    record = next((Path(data_dir) / "mnist").rglob("mnist-train.array_record*"))
     mtime = record.stat().st_mtime_ns
     monkeypatch.setattr(mnist, "network_reachable", lambda *a, **k: pytest.fail("probed the network"))
     t0 = time.perf_counter()
@@ -139,6 +161,66 @@ def test_tfds_data_dir_variable_is_honoured(prepared, monkeypatch, no_env):
     assert mnist.tfds_data_dir() == data_dir.parent / "ours"
 
 
+@needs_files
+def test_loads_from_the_original_files_without_tensorflow(shared_dir, tmp_path):
+    """With `import tensorflow` failing, train and test are prepared from the original files into a fresh TFDS
+    data dir and read back: the arrays the TensorFlow path gave, and TensorFlow never imported."""
+    code = BLOCK.format(module="tensorflow") + (
+        "import hashlib, time\n"
+        "try:\n    import tensorflow\nexcept ModuleNotFoundError: pass\n"
+        "else: raise SystemExit('tensorflow was not blocked')\n"
+        "from dmdjax.data import mnist\n"
+        "for split in ('train', 'test'):\n"
+        "    t0 = time.perf_counter()\n"
+        "    x, y = mnist.load_mnist(split, data_dir=sys.argv[1], manual_dir=sys.argv[2])\n"
+        "    seconds = time.perf_counter() - t0\n"
+        "    print(split, x.shape, y.shape, hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(), f'{seconds:.1f}')\n"
+        "print('tensorflow' in sys.modules, any(m.startswith('tensorflow.') for m in sys.modules))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in (mnist.MNIST_DIR_ENV, mnist.TFDS_DIR_ENV, mnist.TFDS_OWN_ENV)}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tfds"), str(shared_dir / "data" / "mnist")],
+                         capture_output=True, text=True, env=env, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])   # this tree's dmdjax ('' leads sys.path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.split("\n")
+    print("\n" + out.stdout)    # the seconds: train includes the preparation
+    train, test, imported = (line.split() for line in lines[-4:-1])
+    assert train[:-1] == ["train", "(60000,", "32,", "32,", "1)", "(60000,)", TF_PATH_SHA256["train"]], train
+    assert test[:-1] == ["test", "(10000,", "32,", "32,", "1)", "(10000,)", TF_PATH_SHA256["test"]], test
+    assert imported == ["False", "False"]
+    assert mnist.is_prepared(tmp_path / "tfds")
+    assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))
+
+
+@needs_files
+def test_without_tfds_the_error_names_the_extra(shared_dir, tmp_path):
+    code = BLOCK.format(module="tensorflow_datasets") + (
+        "from dmdjax.data import mnist\n"
+        "try: mnist.load_mnist('test', data_dir=sys.argv[1], manual_dir=sys.argv[2])\n"
+        "except ModuleNotFoundError as e: print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tfds"), str(shared_dir / "data" / "mnist")],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    expected = "MNIST needs tensorflow-datasets (tensorflow_datasets is not installed): pip install"
+    assert out.stdout.startswith(expected), out.stdout + out.stderr[-2000:]
+    assert out.stdout.count("\n") == 1 and out.stdout.rstrip().endswith("[tfds]\"")
+
+
+def test_an_earlier_tfrecord_copy_is_left_alone(tmp_path):
+    """A TFDS mnist copy in tfrecord (TFDS's default, dmdjax's before) needs TensorFlow to read: the array_record
+    copy goes beside it, under <data dir>/array_record; an array_record copy, or one listing it, is used."""
+    variant = tmp_path / "mnist" / mnist.MNIST_VERSION
+    variant.mkdir(parents=True)
+    assert mnist.array_record_dir(tmp_path) == tmp_path and not mnist.is_prepared(tmp_path)
+    (variant / "dataset_info.json").write_text('{"name": "mnist", "version": "3.0.1"}')   # tfrecord: no fileFormat
+    assert mnist.array_record_dir(tmp_path) == tmp_path / "array_record" and not mnist.is_prepared(tmp_path)
+    ours = tmp_path / "array_record" / "mnist" / mnist.MNIST_VERSION
+    ours.mkdir(parents=True)
+    (ours / "dataset_info.json").write_text('{"name": "mnist", "fileFormat": "array_record"}')
+    assert mnist.is_prepared(tmp_path)
+    (variant / "dataset_info.json").write_text('{"fileFormat": "tfrecord", "alternativeFileFormats": ["array_record"]}')
+    assert mnist.array_record_dir(tmp_path) == tmp_path and mnist.is_prepared(tmp_path)
+
+
 def test_pad_and_scale_values():
     u = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
     x = mnist.pad_and_scale(u.astype(np.uint8))
@@ -170,7 +252,7 @@ def test_no_dir_no_network_fails_fast(tmp_path, monkeypatch, no_env):
     with pytest.raises(mnist.MnistUnavailableError) as err:
         mnist.load_mnist(data_dir=tmp_path / "tfds")
     assert "--mnist_dir" in str(err.value) and "DMDJAX_MNIST_DIR" in str(err.value)
-    # The files are looked for before TensorFlow (the slow part) is imported, and nothing is left behind.
+    # The files are looked for before TFDS is imported, and nothing is left behind.
     code = ("import sys, tempfile; from unittest import mock; from dmdjax.data import mnist\n"
             "tempfile.tempdir = sys.argv[2]\n"
             "with mock.patch.object(mnist, 'network_reachable', lambda *a, **k: False):\n"
@@ -205,13 +287,13 @@ def test_import_dmdjax_does_not_import_tensorflow():
 
 
 def test_install_hint_matches_how_dmdjax_was_installed(monkeypatch, tmp_path):
-    """From this source tree: `pip install -e "<tree>[mnist]"` (a plain `dmdjax[mnist]` cannot install from a
+    """From this source tree: `pip install -e "<tree>[tfds]"` (a plain `dmdjax[tfds]` cannot install from a
     clone); from a wheel (no pyproject.toml beside the package): the package index's name."""
     from pathlib import Path
     from dmdjax.data import mnist
     tree = Path(mnist.__file__).resolve().parents[2]
-    assert mnist.install_hint("mnist") == f'pip install -e "{tree}[mnist]"'
+    assert mnist.install_hint("tfds") == f'pip install -e "{tree}[tfds]"'
     fake = tmp_path / "site-packages" / "dmdjax" / "data" / "mnist.py"
     fake.parent.mkdir(parents=True)
     monkeypatch.setattr(mnist, "__file__", str(fake))
-    assert mnist.install_hint("mnist") == "pip install 'dmdjax[mnist]'"
+    assert mnist.install_hint("tfds") == "pip install 'dmdjax[tfds]'"

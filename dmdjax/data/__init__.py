@@ -36,7 +36,7 @@ def mnist_dataset(cfg, mnist_dir=None) -> Dataset:
         images, labels = load_mnist("train", manual_dir=mnist_dir, resolution=resolution)
         test_images, test_labels = load_mnist("test", manual_dir=mnist_dir, resolution=resolution)
     except ModuleNotFoundError as e:
-        if "[mnist]" in str(e):
+        if "[tfds]" in str(e):
             raise MnistUnavailableError(str(e)) from e
         raise
     return image_dataset("mnist", images, labels, cfg.net_kwargs.get("label_dim", 0), test_images, test_labels)

@@ -1,4 +1,4 @@
-"""MNIST through tensorflow-datasets, as whole-split numpy arrays for the paper's MNIST experiments.
+"""MNIST through tensorflow-datasets, as whole-split numpy arrays for the paper's MNIST experiments; no TensorFlow.
 
 `load_mnist(split)` returns `(images, labels)`: images (N, R, R, 1) float32 in [-1, 1] (NHWC), labels (N,)
 int32. The 28x28 uint8 digits are zero-padded to `pad_to` x `pad_to` (default 32; zero is the black
@@ -8,7 +8,7 @@ presets). The example order is TFDS's: shuffled once at preparation with a fixed
 machine and call, but not the order of the IDX files.
 
 Where the data come from (first match wins):
-  1. an already prepared dataset under the TFDS data dir (no files, no network needed);
+  1. an already prepared array_record copy under the TFDS data dir (no files, no network needed);
   2. a manual directory holding the four original files (train-images-idx3-ubyte.gz,
      train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): the `manual_dir`
      argument (flag `--mnist_dir`), else the environment variable DMDJAX_MNIST_DIR. TFDS reads them
@@ -16,15 +16,25 @@ Where the data come from (first match wins):
   3. TFDS's normal download, after a 3 s connectivity probe; offline, a `MnistUnavailableError` is raised
      at once instead of TFDS's minutes-long retry loop.
 The TFDS data dir is `data_dir`, else DMDJAX_TFDS_DIR, else TFDS's own TFDS_DATA_DIR, else
-~/tensorflow_datasets. Preparation (~20 s on 2 CPU cores, a ~75 MB copy) happens once and says on stderr where
-the copy goes; later calls reuse it. The files are checked before TensorFlow is imported, so without data and
+~/tensorflow_datasets. Preparation (~10 s on 2 CPU cores, a ~27 MB copy) happens once and says on stderr where
+the copy goes; later calls reuse it. The files are checked before TFDS is imported, so without data and
 without network the error comes at once; TFDS's empty `tmp*tfds` folders are removed from the temp directory.
 
-TensorFlow is imported lazily (never at `import dmdjax`), with its GPUs/TPUs hidden so it does not take
-accelerator memory beside JAX, and its C++ log noise turned down.
+TensorFlow is never imported, installed or not (`pip install "dmdjax[tfds]"` is all MNIST needs). TFDS 4.9.10's
+own mnist builder needs TensorFlow to prepare (tf.io.gfile to extract and read the .gz files,
+tf.image.encode_png for the digits), so the copy is written by `_tfds_mnist_builder()`: TFDS's mnist (same
+features, splits and example keys, hence the same shuffled order and the same arrays) whose examples are read
+with gzip and encoded as PNG with Pillow, written by TFDS in its array_record format and read back with
+TFDS's `as_data_source` (TensorFlow-free random access; the PNGs decoded with Pillow). A copy that TFDS (or an
+earlier dmdjax) wrote in its default tfrecord format needs TensorFlow to read: it is left as is, and
+the array_record copy goes beside it, under <data dir>/array_record.
 """
 from __future__ import annotations
 
+import functools
+import gzip
+import io
+import json
 import os
 import socket
 import sys
@@ -47,6 +57,9 @@ TFDS_OWN_ENV = "TFDS_DATA_DIR"      # TFDS's own variable, honoured after ours
 MNIST_DIR_FLAG = "--mnist_dir"
 DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # where TFDS's mnist builder downloads from
 PROBE_TIMEOUT_S = 3.0
+MNIST_VERSION = "3.0.1"              # TFDS's mnist version, the folder <data dir>/mnist/3.0.1
+FILE_FORMAT = "array_record"         # the TFDS file format TFDS reads without TensorFlow (as_data_source)
+LEGACY_SUBDIR = "array_record"       # <data dir>/array_record: our copy when <data dir> holds a tfrecord one
 _SIZE = 28
 _SCALE = (np.arange(256) / 127.5 - 1.0).astype(np.float32)  # uint8 value -> [-1, 1]
 
@@ -121,24 +134,52 @@ def install_hint(extra: str) -> str:
 
 
 def _import_tfds():
-    """Imports TF (devices hidden, logs quiet) and TFDS; returns the tfds module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # else TF prints a oneDNN notice at import
+    """Imports TFDS (which imports TensorFlow only when one of its TF-based APIs is used; none is here)."""
     try:
-        import tensorflow as tf
-        import tensorflow_datasets  # noqa: F401
+        import tensorflow_datasets as tfds
+        from PIL import Image  # noqa: F401  (PNG encoding, and TFDS's decoding without TensorFlow)
+        from array_record.python import array_record_module  # noqa: F401  (TFDS imports it lazily, late)
     except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"MNIST needs tensorflow-datasets and TensorFlow ({e.name} is not installed): "
-                                  f"{install_hint('mnist')}", name=e.name) from None
-
-    for kind in ("GPU", "TPU"):
-        try:
-            tf.config.set_visible_devices([], kind)
-        except (RuntimeError, ValueError):  # TF's devices already initialised elsewhere, or no such kind
-            pass
-    import tensorflow_datasets as tfds
-
+        raise ModuleNotFoundError(f"MNIST needs tensorflow-datasets ({e.name} is not installed): "
+                                  f"{install_hint('tfds')}", name=e.name) from None
     return tfds
+
+
+@functools.lru_cache(maxsize=None)
+def _tfds_mnist_builder():
+    """TFDS's mnist builder class, preparing without TensorFlow (see the module docstring); not registered."""
+    tfds = _import_tfds()
+    from PIL import Image
+    from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+    class Mnist(tfds_mnist.MNIST, skip_registration=True):
+        name = "mnist"
+        VERSION = tfds.core.Version(MNIST_VERSION)
+        url_infos = tfds_mnist.MNIST.url_infos  # TFDS's registered sizes and SHA-256 of the original files
+
+        def _split_generators(self, dl_manager):
+            # download(), not download_and_extract(): TFDS's extractor copies through tf.io.gfile. With a
+            # manual_dir, the files are used where they are (checksums verified).
+            files = dl_manager.download({name: self.URL + name for name in MNIST_FILES})
+            return [tfds.core.SplitGenerator(name=split, gen_kwargs=dict(
+                        num_examples=n, data_path=files[f"{prefix}-images-idx3-ubyte.gz"],
+                        label_path=files[f"{prefix}-labels-idx1-ubyte.gz"]))
+                    for split, prefix, n in ((tfds.Split.TRAIN, "train", 60_000), (tfds.Split.TEST, "t10k", 10_000))]
+
+        def _generate_examples(self, num_examples, data_path, label_path):
+            # As TFDS's mnist: IDX headers skipped, example key = index in the file (the shuffle is by key).
+            with gzip.open(data_path, "rb") as f:
+                images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(num_examples, _SIZE, _SIZE)
+            with gzip.open(label_path, "rb") as f:
+                labels = np.frombuffer(f.read(), np.uint8, offset=8)
+            if labels.shape != (num_examples,):
+                raise ValueError(f"{label_path} holds {labels.size} labels, expected {num_examples}")
+            for index, (image, label) in enumerate(zip(images, labels)):
+                png = io.BytesIO()
+                Image.fromarray(image).save(png, format="png")
+                yield index, {"image": png.getvalue(), "label": int(label)}
+
+    return Mnist
 
 
 def tfds_data_dir(data_dir=None) -> Path:
@@ -147,9 +188,26 @@ def tfds_data_dir(data_dir=None) -> Path:
     return Path(chosen).expanduser()
 
 
+def _file_formats(data_dir) -> set[str]:
+    """The file formats of the TFDS mnist copy under `data_dir` (from its dataset_info.json; empty if none)."""
+    try:
+        info = json.loads((Path(data_dir) / "mnist" / MNIST_VERSION / "dataset_info.json").read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return set()
+    return {info.get("fileFormat") or "tfrecord", *info.get("alternativeFileFormats", ())}
+
+
+def array_record_dir(data_dir) -> Path:
+    """Where the array_record copy lives: `data_dir`, unless data_dir/mnist/3.0.1 holds a copy in another
+    format only (tfrecord, TFDS's default: it needs TensorFlow to read and is left as is): then
+    data_dir/array_record."""
+    formats = _file_formats(data_dir)
+    return Path(data_dir) if not formats or FILE_FORMAT in formats else Path(data_dir) / LEGACY_SUBDIR
+
+
 def is_prepared(data_dir) -> bool:
-    """True if a prepared TFDS MNIST lies under `data_dir` (its dataset_info.json): no TensorFlow import."""
-    return any((Path(data_dir) / "mnist").glob("*/dataset_info.json"))
+    """True if an array_record MNIST copy lies under `data_dir` (its dataset_info.json); imports nothing."""
+    return FILE_FORMAT in _file_formats(array_record_dir(data_dir))
 
 
 def _remove_new_empty_tmp_dirs(before: set[str]) -> None:
@@ -205,7 +263,7 @@ def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: 
     data_dir = tfds_data_dir(data_dir)
     if manual_dir is None:
         manual_dir = os.environ.get(MNIST_DIR_ENV) or None
-    # Validate the cheap arguments and find the data before the slow TF import.
+    # Validate the cheap arguments and find the data before importing TFDS.
     pad_and_scale(np.zeros((0, _SIZE, _SIZE, 1), np.uint8), pad_to, resolution)
     prepared = is_prepared(data_dir)
     if not prepared:
@@ -214,23 +272,27 @@ def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: 
         elif not network_reachable():
             host, port = _probe_target()
             raise MnistUnavailableError(_unavailable_message(
-                f"it is not prepared under {data_dir / 'mnist'}, no directory was given, and the download "
-                f"host {host}:{port} is unreachable (no network)"))
+                f"it is not prepared under {array_record_dir(data_dir) / 'mnist'}, no directory was given, and the "
+                f"download host {host}:{port} is unreachable (no network)"))
 
     tfds = _import_tfds()
+    store = array_record_dir(data_dir)
     temp_before = {p.name for p in Path(tempfile.gettempdir()).glob("tmp*tfds")}
     try:
-        builder = tfds.builder("mnist", data_dir=os.fspath(data_dir))
+        builder = _tfds_mnist_builder()(data_dir=os.fspath(store), file_format=FILE_FORMAT)
         if not builder.is_prepared():
             source = f"the files in {manual_dir}" if manual_dir is not None else "a download"
-            print(f"MNIST: preparing a TFDS copy (~75 MB) from {source} in {builder.data_dir}, once; set "
+            beside = "" if store == data_dir else f" (the tfrecord copy in {data_dir / 'mnist'} is left as is)"
+            print(f"MNIST: preparing a TFDS copy (~27 MB) from {source} in {builder.data_dir}{beside}, once; set "
                   f"{TFDS_DIR_ENV} or {TFDS_OWN_ENV} to put it elsewhere", file=sys.stderr)
-            config = (None if manual_dir is None else
-                      tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+            config = tfds.download.DownloadConfig(manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+                                                  force_checksums_validation=True)
             builder.download_and_prepare(download_config=config)
     finally:
         _remove_new_empty_tmp_dirs(temp_before)
-    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-    images = pad_and_scale(data["image"], pad_to, resolution)
-    labels = np.asarray(data["label"], dtype=np.int32)
+    source = builder.as_data_source(split=split)
+    examples = source.__getitems__(list(range(len(source))))  # TFDS's batched random access
+    images_u8 = np.stack([e["image"] for e in examples]) if examples else np.zeros((0, _SIZE, _SIZE, 1), np.uint8)
+    images = pad_and_scale(images_u8, pad_to, resolution)
+    labels = np.asarray([e["label"] for e in examples], dtype=np.int32)
     return images, labels
