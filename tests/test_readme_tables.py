@@ -92,6 +92,10 @@ def test_the_regime_verdict_follows_the_committed_students():
     assert late["kappa_matched_ci"][1] < 0.05 and late["matched_at"]["lr_sum"] == 0.1
     assert late["frac_g_closer_than_phi1"] > 0.5 and late["fd_g"] < 2 * late["fd_phi8"]
     assert early["kappa_final_ci"][0] > 0.5 and not early["converged"]
+    seed1 = arms[("ema-seed1", 8192)]
+    assert seed1["distill_seed"] == 1 and seed1["converged"] and seed1["iterations"] == 1000
+    assert f"kappa {seed1['kappa_final']:.3f} [{seed1['kappa_final_ci'][0]:.3f}, {seed1['kappa_final_ci'][1]:.3f}]" \
+        in " ".join((REPO / "README.md").read_text().split())
     readme = (REPO / "README.md").read_text()
     for run, kappas in (("mnist_trend", "0.83 [0.81, 0.85]"), ("mnist_trend_seed1", "0.67 [0.65, 0.69]")):
         r = json.loads((REPO / "results" / run / "student_8192" / "results.json").read_text())
