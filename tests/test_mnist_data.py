@@ -188,6 +188,9 @@ def test_loads_from_the_original_files_without_tensorflow(shared_dir, tmp_path):
     assert train[:-1] == ["train", "(60000,", "32,", "32,", "1)", "(60000,)", TF_PATH_SHA256["train"]], train
     assert test[:-1] == ["test", "(10000,", "32,", "32,", "1)", "(10000,)", TF_PATH_SHA256["test"]], test
     assert imported == ["False", "False"]
+    assert len(lines) == 4                            # nothing on stdout but the script's own three lines
+    noise = [line for line in out.stderr.splitlines() if line.strip() and "BLOCK" not in line]
+    assert len(noise) == 1 and noise[0].startswith("MNIST: preparing a TFDS copy"), out.stderr[-3000:]
     assert mnist.is_prepared(tmp_path / "tfds")
     assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))
 

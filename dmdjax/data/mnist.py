@@ -31,10 +31,12 @@ the array_record copy goes beside it, under <data dir>/array_record.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
 import json
+import logging
 import os
 import socket
 import sys
@@ -131,6 +133,24 @@ def install_hint(extra: str) -> str:
     if (tree / "pyproject.toml").is_file() and (tree / "dmdjax").is_dir():
         return f'pip install -e "{tree}[{extra}]"'
     return f"pip install 'dmdjax[{extra}]'"
+
+
+@contextlib.contextmanager
+def _quiet_tfds(tfds):
+    """Within the block only: TFDS's progress bars off, absl's log below errors dropped, TFDS's own stdout
+    report swallowed (the one-line notice above says what happens); all restored after."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+    bars = getattr(tqdm_utils, "_active", True)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    tfds.display_progress_bar(False)
+    absl.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.display_progress_bar(bars)
+        absl.setLevel(level)
 
 
 def _import_tfds():
@@ -278,20 +298,21 @@ def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: 
     tfds = _import_tfds()
     store = array_record_dir(data_dir)
     temp_before = {p.name for p in Path(tempfile.gettempdir()).glob("tmp*tfds")}
-    try:
-        builder = _tfds_mnist_builder()(data_dir=os.fspath(store), file_format=FILE_FORMAT)
-        if not builder.is_prepared():
-            source = f"the files in {manual_dir}" if manual_dir is not None else "a download"
-            beside = "" if store == data_dir else f" (the tfrecord copy in {data_dir / 'mnist'} is left as is)"
-            print(f"MNIST: preparing a TFDS copy (~27 MB) from {source} in {builder.data_dir}{beside}, once; set "
-                  f"{TFDS_DIR_ENV} or {TFDS_OWN_ENV} to put it elsewhere", file=sys.stderr)
-            config = tfds.download.DownloadConfig(manual_dir=None if manual_dir is None else os.fspath(manual_dir),
-                                                  force_checksums_validation=True)
-            builder.download_and_prepare(download_config=config)
-    finally:
-        _remove_new_empty_tmp_dirs(temp_before)
-    source = builder.as_data_source(split=split)
-    examples = source.__getitems__(list(range(len(source))))  # TFDS's batched random access
+    with _quiet_tfds(tfds):
+        try:
+            builder = _tfds_mnist_builder()(data_dir=os.fspath(store), file_format=FILE_FORMAT)
+            if not builder.is_prepared():
+                source = f"the files in {manual_dir}" if manual_dir is not None else "a download"
+                beside = "" if store == data_dir else f" (the tfrecord copy in {data_dir / 'mnist'} is left as is)"
+                print(f"MNIST: preparing a TFDS copy (~27 MB) from {source} in {builder.data_dir}{beside}, once; "
+                      f"set {TFDS_DIR_ENV} or {TFDS_OWN_ENV} to put it elsewhere", file=sys.stderr)
+                config = tfds.download.DownloadConfig(
+                    manual_dir=None if manual_dir is None else os.fspath(manual_dir), force_checksums_validation=True)
+                builder.download_and_prepare(download_config=config)
+        finally:
+            _remove_new_empty_tmp_dirs(temp_before)
+        source = builder.as_data_source(split=split)
+        examples = source.__getitems__(list(range(len(source))))  # TFDS's batched random access
     images_u8 = np.stack([e["image"] for e in examples]) if examples else np.zeros((0, _SIZE, _SIZE, 1), np.uint8)
     images = pad_and_scale(images_u8, pad_to, resolution)
     labels = np.asarray([e["label"] for e in examples], dtype=np.int32)
