@@ -42,7 +42,7 @@ def test_every_notebook_is_clean_and_parameterised():
         nbformat.validate(nb)
         assert nb.cells[0].cell_type == "markdown", name
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1 and "REPO_URL" in tagged[0].source, name
+        assert len(tagged) == 1 and "DMDJAX_SOURCE = None" in tagged[0].source, name
         for key in TINY[name]:
             assert f"\n{key} = " in "\n" + tagged[0].source, (name, key)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -160,32 +160,47 @@ def test_install_cells_share_one_recipe():
     """The notebooks' install cells differ only in the extras and the backend advice (one of them runs below)."""
     def recipe(name):
         cell = install_cell(name)
-        return cell[cell.index("KEEP = "):cell.index('print(f"JAX ')]
+        return cell[cell.index("try:"):cell.index("\nimport jax\n")]
     assert recipe("quickstart.ipynb") == recipe("metrics_api.ipynb") == recipe("mnist_tpu.ipynb")
     assert 'EXTRAS = ""' in install_cell("quickstart.ipynb") and 'EXTRAS = "[tfds]"' in install_cell("mnist_tpu.ipynb")
 
 
-@pytest.mark.parametrize("name, extras", [("mnist_tpu.ipynb", {"tfds"})])
-def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, tmp_path):
-    """The install cell, run as in Colab in a fresh virtual environment whose "runtime" packages are this test's
-    (jax, numpy, ...) plus a TensorFlow at a version no index has: pip's resolution (a dry run from this checkout,
-    no index) installs dmdjax alone, asks for no TensorFlow, and pins the runtime's jax, numpy and TensorFlow."""
+@pytest.fixture
+def runtime_venv(tmp_path):
+    """A fresh virtual environment shaped like a notebook runtime: this test's packages (jax, numpy, ...) without
+    dmdjax, plus a TensorFlow at a version no index has. Returns (python, env) for a pip dry run without an index."""
     import site
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     venv_site = next(venv.glob("lib/python*/site-packages"))
-    (venv_site / "runtime.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    for packages in map(Path, site.getsitepackages()):   # this test's packages, but not dmdjax (nor its metadata)
+        for entry in packages.iterdir():
+            if "dmdjax" not in entry.name.lower() and not (venv_site / entry.name).exists():
+                (venv_site / entry.name).symlink_to(entry)
     stub = venv_site / "tensorflow-2.99.0.dist-info"
     stub.mkdir()
     (stub / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorflow\nVersion: 2.99.0\n")
     (stub / "RECORD").write_text("")
     env = dict(os.environ, PIP_NO_INDEX="1", PIP_DRY_RUN="1", PIP_REPORT=str(tmp_path / "report.json"),
                PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONPATH="")
-    code = f"REPO_URL = {str(REPO)!r}\n" + install_cell(name)
-    proc = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return str(venv / "bin" / "python"), env
+
+
+def run_install_cell(name: str, runtime_venv, cwd: Path, source=None) -> subprocess.CompletedProcess:
+    python, env = runtime_venv
+    code = f"DMDJAX_SOURCE = {source!r}\n" + install_cell(name)
+    return subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name, extras", [("mnist_tpu.ipynb", {"tfds"})])
+def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, runtime_venv, tmp_path):
+    """The install cell, run as in Colab after `git clone ... dmdjax` (no URL to edit: DMDJAX_SOURCE stays None)
+    in a runtime-shaped environment: pip's resolution (a dry run from the clone, no index) installs dmdjax alone,
+    asks for no TensorFlow, and pins the runtime's jax, numpy and TensorFlow."""
+    (tmp_path / "dmdjax").symlink_to(REPO, target_is_directory=True)      # the clone, in the working directory
+    proc = run_install_cell(name, runtime_venv, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "backend cpu" in proc.stdout, proc.stdout
+    assert "backend cpu" in proc.stdout and "keeping the runtime's" in proc.stdout, proc.stdout
     pins = (tmp_path / "runtime-constraints.txt").read_text().split()
     import jax
     import numpy
@@ -199,3 +214,42 @@ def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, tmp_pa
               if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in extras | {""})]
     assert "jax" in wanted and not [n for n in wanted if n.startswith(("tensorflow-cpu", "libtpu"))
                                     or n == "tensorflow"], wanted
+
+
+@pytest.mark.parametrize("source", [None, "/no/such/dmdjax"])
+def test_install_cell_without_a_source_says_where_it_looked(source, runtime_venv, tmp_path):
+    """No source where the cell looks (or a wrong DMDJAX_SOURCE): one error that names the places and the fix,
+    before pip runs."""
+    proc = run_install_cell("quickstart.ipynb", runtime_venv, tmp_path, source)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("FileNotFoundError: dmdjax's source is not in"), proc.stderr[-2000:]
+    assert "git clone" in last and "DMDJAX_SOURCE" in last and (source or "/content/dmdjax") in last
+    assert not (tmp_path / "runtime-constraints.txt").exists()
+
+
+def _install_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("colab_install", COLAB / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_script_pins_the_runtime_unless_below_the_floor():
+    """colab/install.py against dmdjax's own pyproject.toml: packages the runtime has are pinned as installed,
+    one below dmdjax's floor is left free (named in one line), packages it lacks are not pinned at all."""
+    install = _install_script()
+    reqs = install.requirements(REPO, ("tfds",))
+    names = {r.name.lower() for r in reqs}
+    assert {"jax", "flax", "tensorflow-datasets", "array_record"} <= names and "pytest" not in names
+    jax_floor = next(r for r in reqs if r.name == "jax").specifier
+    floor = min(v for v in ("0.4.1", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "0.9.0", "0.10.0", "0.10.2")
+                if jax_floor.contains(v))
+    old = "0.0.1"
+    assert not jax_floor.contains(old)
+    pins, below = install.plan(reqs, {"jax": floor, "jaxlib": floor, "numpy": "2.4.6", "flax": old,
+                                      "tensorflow": "2.99.0"})
+    assert pins == [f"jax=={floor}", f"jaxlib=={floor}", "numpy==2.4.6", "tensorflow==2.99.0"]
+    assert len(below) == 1 and below[0].startswith(f"flax {old} is below dmdjax's floor (flax>=")
+    assert "restart" in below[0]
