@@ -34,7 +34,7 @@ from dmdjax.data import Dataset
 from dmdjax.runconfig import Config, keys
 
 __all__ = ["train_teacher", "teacher_snapshot", "distill_student", "run", "write_summary", "export_results",
-           "build_model", "evaluate_student", "EVIDENCE", "STUDENT_EVIDENCE", "WALL_TIMES", "wall_time", "read_wall_times"]
+           "build_model", "evaluate_student", "checkpoint_bytes", "EVIDENCE", "STUDENT_EVIDENCE", "WALL_TIMES", "wall_time", "read_wall_times"]
 
 
 def build_model(cfg: Config, data: Dataset | None = None) -> nets.Denoiser:
@@ -72,6 +72,35 @@ def train_teacher(cfg: Config, data: Dataset, workdir: Path, mesh=None, progress
                           ckpt_every=cfg.teacher.ckpt_every, keep_steps=cfg.snapshots(), desc="teacher",
                           progress=progress, on_chunk=tick)
     return model, ckpt, state
+
+
+def checkpoint_bytes(cfg: Config, data: Dataset) -> dict:
+    """The disk a finished `run` of cfg keeps in checkpoints (Orbax, float32 arrays; shapes by `jax.eval_shape`,
+    nothing computed): the teacher's kept steps (its snapshots and the latest two) and each student's latest
+    two. Returns {"teacher_state", "student_state": bytes per checkpoint, "teacher_kept", "student_kept":
+    counts, "total": bytes}; evaluation outputs and logs come on top (a few MB per student)."""
+    from dmdjax.checkpoint import KEEP_LATEST
+    model = build_model(cfg, data)
+    x = jnp.zeros((2,) + tuple(data.shape))
+    labels = jnp.zeros((2, data.label_dim)) if data.label_dim else None
+    size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    key = keys(cfg.seed)["init"]
+    params = jax.eval_shape(lambda k: model.init(k, x, jnp.ones((2,)), labels)["params"], key)
+    state_cls = teacher.EmaTrainState if cfg.teacher.ema else teacher.TrainState
+    t_state = jax.eval_shape(lambda p: state_cls.create(p, cfg.teacher.optimizer()), params)
+    dcfg = cfg.distill
+    active = distill.terms(dcfg, model, tuple(data.shape), data.label_dim, data.sample)
+    s_state = jax.eval_shape(lambda p, k: distill.init_state(p, dcfg.step(), distill.term_params(active, k)),
+                             t_state.params, key)
+    snaps, steps = set(cfg.snapshots()), cfg.teacher.steps
+    saved = sorted(set(range(cfg.teacher.ckpt_every, steps + 1, cfg.teacher.ckpt_every)) | snaps | {steps})
+    teacher_kept = len(snaps | set(saved[-KEEP_LATEST:]))
+    student_saved = set(range(dcfg.ckpt_every, dcfg.iterations + 1, dcfg.ckpt_every)) | {dcfg.iterations}
+    student_kept = min(KEEP_LATEST, len(student_saved))
+    t_bytes, s_bytes = size(t_state), size(s_state)
+    return {"teacher_state": t_bytes, "student_state": s_bytes, "teacher_kept": teacher_kept,
+            "student_kept": student_kept,
+            "total": t_bytes * teacher_kept + s_bytes * student_kept * len(cfg.snapshots())}
 
 
 def teacher_snapshot(ckpt: Checkpointer, template_state, step: int, tcfg: teacher.TeacherConfig):

@@ -137,6 +137,8 @@ def test_mnist_tpu(notebooks):
     assert 0 < results["snapshots"]["2"]["memorization"]["r_min"] <= 1
     assert len(outputs(nb, "image/png")) == 4      # DM loss, quadruples, quintuples, boundary
     assert any("CpuDevice" in text for text in outputs(nb, "stream"))
+    # the disk it keeps, said before training (its accuracy: test_toy_experiment's checkpoint_bytes test)
+    assert any("checkpoints in run: about" in text for text in outputs(nb, "stream"))
 
 
 def test_metrics_api(notebooks):

@@ -21,7 +21,7 @@ TINY = ["--dataset=chessboard", "--teacher_steps=60", "--distill_iterations=30",
 
 
 SMALL = {"teacher.chunk": 10, "teacher.ckpt_every": 20, "distill.chunk": 10, "distill.ckpt_every": 10,
-         "net_kwargs": {"features": (32, 32)}, "record.eval_every": 10, "record.n": 32, "record.ci_resamples": 10,
+         "net_kwargs": {"features": (256, 256)}, "record.eval_every": 10, "record.n": 32, "record.ci_resamples": 10,
          "ci_resamples": 20}
 
 
@@ -91,6 +91,32 @@ def test_tensorboard_events(reference_run):
     images = tensorboard.read_events(workdir / "student_60")["images"]
     assert {"pairing", "heatmap", "dm_loss"} <= set(images)
     assert images["pairing"][-1] == (30, (workdir / "student_60" / "pairing.png").read_bytes())
+
+
+def test_checkpoint_bytes_predicts_the_disk_a_run_keeps(reference_run):
+    """`pipeline.checkpoint_bytes` (what the notebooks print before training) against the run's checkpoints: as
+    many kept as it says, each the size of the state it assumes (Orbax compresses a little and adds metadata)."""
+    from dmdjax import configs, pipeline
+    from dmdjax.data import load
+    workdir, _ = reference_run
+    cfg = configs.override(configs.toy("chessboard"), **SMALL,
+                           **{"teacher.steps": 60, "distill.iterations": 30, "eval_n": 64})
+    saved = json.loads((workdir / "config.json").read_text())
+    assert {k: saved[k] for k in ("teacher", "distill", "net_kwargs")} == \
+        json.loads(json.dumps({k: cfg.to_dict()[k] for k in ("teacher", "distill", "net_kwargs")}))
+    est = pipeline.checkpoint_bytes(cfg, load(cfg))
+    assert est["teacher_state"] > 400_000                  # the state's arrays dominate its metadata
+    kept = {"teacher": (workdir / "teacher" / "ckpt", est["teacher_kept"], est["teacher_state"]),
+            "student": (workdir / "student_60" / "ckpt", est["student_kept"], est["student_state"])}
+    total = 0
+    for what, (ckpt, n, size) in kept.items():
+        steps = sorted(d for d in ckpt.iterdir() if d.name.isdigit())
+        assert len(steps) == n, (what, [d.name for d in steps])
+        for d in steps:
+            disk = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            assert 0.8 * size < disk < size + 600_000, (what, d.name, disk, size)
+            total += disk
+    assert 0.8 * est["total"] < total < est["total"] + 600_000 * (est["teacher_kept"] + est["student_kept"])
 
 
 def test_rerun_is_idempotent(reference_run, monkeypatch):
