@@ -19,17 +19,25 @@ def _check_preset(preset: str) -> None:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
 
 
+# Teacher EMA as EDM's training loop keeps it (`--ema` 0.5 Mimg, ramp-up 0.05; REFERENCE 2.2).
+EDM_EMA = {"teacher.ema_halflife_kimg": 500.0, "teacher.ema_rampup_ratio": 0.05}
+# Every preset that trains a teacher keeps it and distills it: with it the cpu MNIST students of the latest snapshot
+# copy, with its raw weights they remap (results/mnist_regime). `--set teacher.ema_halflife_kimg=0`: raw weights.
+EMA = dict(ema_halflife_kimg=EDM_EMA["teacher.ema_halflife_kimg"], ema_rampup_ratio=EDM_EMA["teacher.ema_rampup_ratio"])
+
+
 def toy(dataset: str, preset: str = "cpu") -> Config:
     """The 2-D toys in R^4 (Sec. 3.3, App. A): MLP 5 x 384, teacher and student batch 512.
 
     The paper gives lr 2e-6 for distillation and no teacher recipe; the teacher uses Adam 1e-3 (an MLP does not
-    train at 2e-6). `cpu` distills at a larger lr for fewer iterations (BUILD_NOTES.md has the evidence).
+    train at 2e-6) and keeps EDM's EMA of its weights, which Phi_K and DMD use (`EMA`). `cpu` distills at a larger
+    lr for fewer iterations (BUILD_NOTES.md has the evidence).
     """
     from dmdjax.data.toy import DATASETS
     if dataset not in DATASETS:
         raise ValueError(f"unknown toy dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     _check_preset(preset)
-    teacher = TeacherConfig(steps=4000, batch=512, lr=1e-3, ckpt_every=1000, chunk=200)
+    teacher = TeacherConfig(steps=4000, batch=512, lr=1e-3, ckpt_every=1000, chunk=200, **EMA)
     if preset == "paper":
         distill = DistillConfig(iterations=50_000, batch=512, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=5000, chunk=500)
         rec = RecordConfig(eval_every=1000, n=500)
@@ -94,8 +102,6 @@ def override(cfg: Config, **changes) -> Config:
     return dataclasses.replace(cfg, **top)
 
 
-# Teacher EMA as EDM's training loop keeps it (`--ema` 0.5 Mimg, ramp-up 0.05; REFERENCE 2.2).
-EDM_EMA = {"teacher.ema_halflife_kimg": 500.0, "teacher.ema_rampup_ratio": 0.05}
 
 MNIST_CPU_NET = dict(img_resolution=16, in_channels=1, label_dim=0, model_channels=32, channel_mult=[1, 2],
                      channel_mult_emb=4, num_blocks=1, attn_resolutions=[8], dropout=0.0)
@@ -109,9 +115,9 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
     teacher 8192 iterations with snapshots 1024/2048/4096/8192, DMD at lr 2e-6 for 50,000 iterations (App. D).
     cpu: MNIST average-pooled to 16x16 and a small ADM (C_base 32, [1,2], 1 block, attention at 8; 826,337
     params), teacher 1024 iterations with snapshots 128/256/512/1024, DMD at lr 1e-4 for 400 iterations.
-    The paper gives no teacher optimiser; both presets train it with Adam at 2e-4. paper keeps EDM's EMA of the
-    teacher's weights (`EDM_EMA`) and distills it, as DMD2 does with EDM's snapshots; cpu distills the raw weights
-    (the protocol of the committed cpu studies; `experiments/mnist_regime.py` compares the two).
+    The paper gives no teacher optimiser; both presets train it with Adam at 2e-4 and keep EDM's EMA of its
+    weights (`EMA`), which Phi_K and DMD use, as DMD2 does with EDM's snapshots (cpu: the regime study's finding,
+    results/mnist_regime; the raw-weight studies before it: `--set teacher.ema_halflife_kimg=0`).
     """
     _check_preset(preset)
     from dmdjax.nets.adm import mnist_config
@@ -119,15 +125,13 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
     name = f"mnist-{'cond' if conditional else 'uncond'}-{preset}"
     if preset == "paper":
         net = {**mnist_config(), "label_dim": label_dim}
-        teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1,
-                                ema_halflife_kimg=EDM_EMA["teacher.ema_halflife_kimg"],
-                                ema_rampup_ratio=EDM_EMA["teacher.ema_rampup_ratio"])
+        teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1, **EMA)
         distill = DistillConfig(iterations=50_000, batch=32, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=1000, chunk=5)
         return _judged(Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher,
                               distill=distill, eval_ks=(1, 8, 32), eval_batch=250,
                               record=RecordConfig(eval_every=1000, n=500)))
     net = {**MNIST_CPU_NET, "label_dim": label_dim}
-    teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, ckpt_every=128, chunk=1)
+    teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, ckpt_every=128, chunk=1, **EMA)
     distill = DistillConfig(iterations=400, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
     return _judged(Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
                           eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD))
@@ -145,7 +149,8 @@ def mnist_trend(preset: str = "cpu", conditional: bool = False) -> Config:
         python experiments/mnist_trend.py --workdir=runs/mnist_trend --mnist_dir=../shared/data/mnist \
             --results_dir=results/mnist_trend
 
-    cpu: the cpu MNIST network (16x16, small ADM), teacher 8192 steps with snapshots T/16..T = 512..8192, DMD at
+    cpu: the cpu MNIST network (16x16, small ADM), teacher 8192 steps (EDM's EMA distilled, as in every preset)
+    with snapshots T/16..T = 512..8192, DMD at
     lr TREND_LR for at most TREND_ITERATIONS iterations (twice the paper's sum of learning rates), record every 100
     iterations on 200 noises; the stop rule judges a student from iteration 1000 on (`judge_after`). paper: the
     paper preset with the same protocol (GPU/TPU). conditional: the same study with the 10-class ADM (App. A;

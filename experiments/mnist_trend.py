@@ -7,6 +7,12 @@ teacher's discretisation floor as controls, held-out teacher quality per snapsho
         --results_dir=results/mnist_trend
     python experiments/mnist_trend.py --snapshots=512,8192 --set distill_seed=1 --workdir=runs/mnist_trend_seed1 \\
         --mnist_dir=../shared/data/mnist          # the second-seed control (same teacher, another DMD stream)
+    python experiments/mnist_trend.py --set teacher.ema_halflife_kimg=0 --workdir=runs/mnist_trend_raw \\
+        --mnist_dir=../shared/data/mnist          # the raw-weight protocol of the studies before the regime study
+
+The teacher keeps EDM's EMA of its weights and its snapshots give the EMA to Phi_K and the students (DMD2's
+protocol; in the regime study, results/mnist_regime, the latest snapshot's students copy with it and remap with
+the raw weights).
 
 The cpu preset (16x16, small ADM, 8192 teacher steps) is sized for a 2-core CPU; `--preset=paper` runs the same
 protocol at the paper's scale (GPU/TPU). Rerunning the same command resumes.

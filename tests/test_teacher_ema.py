@@ -121,6 +121,20 @@ def test_derived_settings_follow_overrides():
     assert t["ema_halflife_kimg"] == 500.0 and t["ema_rampup_ratio"] == 0.05 and t["distill_ema"]
 
 
+@pytest.mark.parametrize("make", [lambda p: configs.toy("moons", p), lambda p: configs.mnist(p),
+                                  lambda p: configs.mnist(p, conditional=True), lambda p: configs.mnist_trend(p),
+                                  lambda p: configs.mnist_trend(p, conditional=True), lambda p: configs.manifold(p)])
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_every_teacher_preset_distills_edms_ema(make, preset):
+    """The protocol the regime study selected (results/mnist_regime): every preset that trains a teacher keeps
+    EDM's EMA and gives it to Phi_K and the students; one --set away from the raw weights."""
+    cfg = make(preset)
+    assert (cfg.teacher.ema_halflife_kimg, cfg.teacher.ema_rampup_ratio, cfg.teacher.distill_ema) == (500.0, 0.05, True)
+    assert cfg.teacher.ema
+    raw = configs.override(cfg, **{"teacher.ema_halflife_kimg": 0.0})
+    assert not raw.teacher.ema and raw.validate() is None
+
+
 def test_regime_arms_and_summary(tmp_path):
     """The study trains its teacher once and gives each arm a copy; each finished student is one `arms` entry;
     the lr arm runs to its sum of learning rates with a warm-up spanning the same sum as its base's."""
