@@ -73,3 +73,25 @@ def test_committed_trend_tests_recompute(out):
         again = verdict.trend_test(pts, stat)
         assert again["verdict"] == t["verdict"] and again["p_value"] == pytest.approx(t["p_value"])
         assert again["spearman_rho"] == pytest.approx(t["spearman_rho"])
+
+
+def test_the_verdict_page_is_current_and_reads_results():
+    """results/VERDICTS.md equals its regeneration from results/ (so every number in it is read from there), and
+    the verdict of a claim follows its students' kappa intervals."""
+    page = (REPO / "results" / "VERDICTS.md").read_text()
+    assert page == verdict.claims_page(REPO / "results")
+    regime = json.loads((REPO / "results" / "mnist_regime" / "results.json").read_text())
+    late = next(a for a in regime["arms"] if a["name"] == "ema" and a["teacher_steps"] == 8192)
+    row = next(line for line in page.splitlines() if line.startswith("| the latest teacher's student copies"))
+    assert f"kappa {late['kappa_final']:.3g} [{late['kappa_final_ci'][0]:.3g}, {late['kappa_final_ci'][1]:.3g}]" in row
+    assert ("reproduced qualitatively" if late["kappa_final_ci"][1] < verdict.COPIES else "") in row
+
+
+def test_regime_classification():
+    assert verdict.regime([0.02, 0.04]) == "copies" and verdict.regime([0.6, 0.7]) == "remaps"
+    assert verdict.regime([0.05, 0.2]) == "between"
+    assert verdict._regime_verdict([("a", {"kappa_ci": [0.01, 0.03]})], "copies") == "reproduced qualitatively"
+    assert verdict._regime_verdict([("a", {"kappa_ci": [0.5, 0.6]})], "copies") == "not reproduced"
+    assert verdict._regime_verdict([("a", {"kappa_ci": [0.01, 0.03]}), ("b", {"kappa_ci": [0.5, 0.6]})],
+                                   "copies") == "inconclusive"
+    assert verdict._regime_verdict([], "copies") == "pending"
