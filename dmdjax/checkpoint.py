@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from dmdjax import files
+from dmdjax import files, parallel
 
 
 __all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config"]
@@ -45,8 +45,9 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, keep_steps: Iterable[int] = ()):
         self.directory = Path(directory).absolute()
         self._keep_steps = sorted(set(int(s) for s in keep_steps))
-        if jax.process_index() == 0:
+        if parallel.is_main():          # multi-host: one process cleans up, the others wait for it
             remove_temporary(self.directory)
+        parallel.sync(f"dmdjax.Checkpointer {self.directory}")
         self._manager = self._open()
 
     def _open(self):
@@ -98,7 +99,8 @@ class Checkpointer:
 
     def set_aside(self, step: int) -> Path:
         """Move the (corrupt) checkpoint of `step` out of the run, to `<directory>.corrupt-<step>`, so the run can
-        save that step again; returns where it went. Nothing is deleted."""
+        save that step again; returns where it went. Nothing is deleted. Multi-host: every process calls it,
+        process 0 moves the directory."""
         self._manager.wait_until_finished()
         source = self.directory / str(step)
         dest = self.directory.with_name(f"{self.directory.name}.corrupt-{step}")
@@ -106,7 +108,10 @@ class Checkpointer:
         while dest.exists():
             n += 1
             dest = self.directory.with_name(f"{self.directory.name}.corrupt-{step}-{n}")
-        shutil.move(str(source), str(dest))
+        parallel.sync(f"dmdjax.Checkpointer.set_aside {source}")   # every process named dest before the move
+        if parallel.is_main():
+            shutil.move(str(source), str(dest))
+        parallel.sync(f"dmdjax.Checkpointer.set_aside {source} done")
         self._manager.close()
         self._manager = self._open()
         return dest
@@ -144,7 +149,8 @@ ADDED_FIELDS = (("teacher", "ema_halflife_kimg", 0.0), ("teacher", "ema_rampup_r
 
 
 def check_config(path: str | os.PathLike, config: dict) -> None:
-    """Write `config` as JSON at `path`, or, if a run already lives there, insist that it was the same config."""
+    """Write `config` as JSON at `path`, or, if a run already lives there, insist that it was the same config.
+    Multi-host: every process checks, process 0 writes."""
     path = Path(path)
     config = json.loads(json.dumps(config))  # normalise tuples -> lists
     if path.exists():
@@ -163,4 +169,5 @@ def check_config(path: str | os.PathLike, config: dict) -> None:
                 f"{path.parent} holds a run with a different config (differs in: {', '.join(diff)}). "
                 f"Rerun with the same flags to resume, or choose a fresh --workdir.")
         return
-    files.write_json(path, config, sort_keys=True)
+    if parallel.is_main():
+        files.write_json(path, config, sort_keys=True)

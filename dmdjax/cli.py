@@ -36,7 +36,7 @@ __all__ = [
     "default_preset", "resolve_preset", "apply_common_flags", "apply_sets", "describe", "print_config_and_exit",
     "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh", "snapshot_list",
     "default_snapshots", "add_mnist_flags", "experiment_main", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
-    "COMPILE_CACHE_ENV",
+    "COMPILE_CACHE_ENV", "echo",
 ]
 
 DEBUG_ENV = "DMDJAX_DEBUG"
@@ -109,7 +109,17 @@ def add_common_flags(parser: argparse.ArgumentParser, presets: Callable[[str], A
                         help="run the network interior in bfloat16 (GPU/TPU); preconditioning, losses and master "
                              "weights stay float32")
     parser.add_argument("--distributed", action="store_true",
-                        help="multi-host: call jax.distributed.initialize() first (one process per host)")
+                        help="multi-host: call jax.distributed.initialize() first (one process per host; every "
+                             "process runs the same command, on a run directory they all see; process 0 writes "
+                             "the files and prints). On TPU pods and SLURM/Open MPI/Kubernetes clusters JAX "
+                             "finds the coordinator itself; elsewhere give the next three flags")
+    parser.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
+                        help="with --distributed: process 0's address (default: detected, or "
+                             "$JAX_COORDINATOR_ADDRESS)")
+    parser.add_argument("--num_processes", type=positive_int, default=None,
+                        help="with --distributed: how many processes (default: detected)")
+    parser.add_argument("--process_id", type=int, default=None,
+                        help="with --distributed: this process's index, 0 .. num_processes - 1 (default: detected)")
     parser.add_argument("--dm_loss_every_iteration", action="store_true",
                         help="compute the DM loss (Fig. 4) on every DMD iteration, not only where the generator "
                              "updates (DMD2's choice): a 5x denser curve for ~1/3 more time on 4 of 5 iterations")
@@ -147,15 +157,25 @@ def start(args) -> None:
     """Process set-up an experiment does right after parsing, before any JAX computation (data loading
     included): XLA:CPU tuning (`xla_cpu.tune`: only on a CPU-only host, unless --no_xla_tuning), JAX's
     persistent compilation cache (`compile_cache_dir`), then with --distributed jax.distributed.initialize()
-    (coordinator, process count and id from the launcher / TPU)."""
+    (coordinator, process count and id from --coordinator_address, --num_processes, --process_id, else from the
+    launcher / TPU) with gloo as the CPU backend's cross-process collectives (the CPU's share of a multi-host
+    program, and whole programs on CPU-only hosts)."""
+    distributed = getattr(args, "distributed", False)
+    given = {flag: getattr(args, flag, None) for flag in ("coordinator_address", "num_processes", "process_id")}
+    if not distributed and any(v is not None for v in given.values()):
+        raise ConfigError(f"--{next(k for k, v in given.items() if v is not None)} needs --distributed")
+    n, i = given["num_processes"], given["process_id"]
+    if i is not None and (i < 0 or (n is not None and i >= n)):
+        raise ConfigError(f"--process_id={i} must be in 0 .. {(n or 1) - 1} (--num_processes={n})")
     from dmdjax import xla_cpu
     xla_cpu.tune(enable=not getattr(args, "no_xla_tuning", False))
     import jax
     cache = compile_cache_dir(getattr(args, "compile_cache", None))
     if cache is not None:
         jax.config.update("jax_compilation_cache_dir", str(cache))
-    if getattr(args, "distributed", False):
-        jax.distributed.initialize()
+    if distributed:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**given)
 
 
 def compile_cache_dir(flag: str | None = None) -> Path | None:
@@ -344,12 +364,19 @@ def describe(cfg) -> str:
             f"1:{d.gen_every}; N={cfg.eval_n}; {cfg.compute_dtype}")
 
 
+def echo(*values, file=None, **kwargs) -> None:
+    """`print` on process 0 only (multi-host: one process reports; every process runs the same code)."""
+    import jax
+    if jax.process_index() == 0:
+        print(*values, file=file, flush=True, **kwargs)
+
+
 def print_config_and_exit(cfg, args, extra: dict | None = None, others: Sequence = ()) -> None:
     """With --print_config: the resolved config (and `extra`) as JSON on stdout, then every check of `check`
     (cfg and `others`): exit 0 when the config is valid, else the ConfigError (`run` prints it, exit status 2)."""
     if getattr(args, "print_config", False):
-        print(json.dumps({"preset": args.preset, "workdir": str(workdir(cfg, args)), **(extra or {}),
-                          "config": cfg.to_dict()}, indent=1), flush=True)
+        echo(json.dumps({"preset": args.preset, "workdir": str(workdir(cfg, args)), **(extra or {}),
+                         "config": cfg.to_dict()}, indent=1))
         check(cfg, args, others)
         raise SystemExit(0)
 
@@ -445,7 +472,7 @@ def cpu_hours_estimate(cfg, cores: int | None = None, work: str | Path | None = 
 
 
 def announce(cfg, args, out=None, warn_hours: float = 1.0) -> None:
-    """Print the first line of a run: the preset (and why it was chosen), what it holds, the work directory; on
+    """Print (process 0) the first line of a run: the preset (and why it was chosen), what it holds, the work directory; on
     a CPU-only host whose estimated time exceeds `warn_hours`, a warning with the estimate follows."""
     import jax
     out = out or sys.stdout
@@ -453,17 +480,15 @@ def announce(cfg, args, out=None, warn_hours: float = 1.0) -> None:
     if getattr(args, "preset_auto", False):
         why = (" (default for this CPU-only host; --preset=paper for the paper's settings)" if args.preset == "cpu"
                else f" (default: JAX's backend is {jax.default_backend()})")
-    print(f"preset {args.preset}{why}: {cfg.name}: {describe(cfg)}; workdir {workdir(cfg, args)}", file=out,
-          flush=True)
+    echo(f"preset {args.preset}{why}: {cfg.name}: {describe(cfg)}; workdir {workdir(cfg, args)}", file=out)
     if jax.default_backend() == "cpu":
         hours = cpu_hours_estimate(cfg, work=workdir(cfg, args))
         if hours is not None and hours > warn_hours:
             size = f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h ({hours / 24:,.1f} days)"
             faster = "--preset=cpu, " if args.preset != "cpu" else ""
-            print(f"warning: on this CPU-only host ({os.cpu_count()} cores) this run needs roughly {size} of "
-                  f"training (estimated from measured step times); {faster}fewer --teacher_steps / "
-                  f"--distill_iterations or a GPU/TPU take less. Rerunning the same command resumes.",
-                  file=sys.stderr, flush=True)
+            echo(f"warning: on this CPU-only host ({os.cpu_count()} cores) this run needs roughly {size} of "
+                 f"training (estimated from measured step times); {faster}fewer --teacher_steps / "
+                 f"--distill_iterations or a GPU/TPU take less. Rerunning the same command resumes.", file=sys.stderr)
 
 
 def device_mesh(args):
@@ -520,8 +545,8 @@ def experiment_main(argv, doc: str, presets: Callable[[str], Any], add_flags: Ca
     dataset = data.load(cfg, **(load_options(args) if load_options is not None else {}))
     summary = pipeline.run(cfg, dataset, work, mesh=mesh, progress=not args.quiet, results_dir=args.results_dir)
     held_out = {k: summary[k] for k in ("classifier_test_accuracy", "teacher_quality") if k in summary}
-    print(json.dumps({"workdir": str(work), "delta_e": summary["table"], "with_ci": summary["table_ci"],
-                      **held_out}, indent=1))
+    echo(json.dumps({"workdir": str(work), "delta_e": summary["table"], "with_ci": summary["table_ci"],
+                     **held_out}, indent=1))
     return summary
 
 

@@ -251,12 +251,12 @@ class RegressionTerm(_Bound):
         """(z_ref, y_ref, labels or None) as arrays; with `cache_dir`, kept in cache_dir/regression_pairs.npz
         (deterministic in (key, teacher): every host computes them, the first one writes them)."""
         path = None if cache_dir is None else Path(cache_dir) / self.CACHE
-        if path is not None and path.exists():
+        if path is not None and parallel.agree(path.exists()):   # multi-host: process 0's file decides
             with np.load(path) as f:
                 pairs = (f["z"], f["y"], f["labels"] if "labels" in f else None)
         else:
             pairs = teacher_pairs(self.model, teacher_params, self.cfg, key, self.sample_shape, self.label_dim)
-            if path is not None and jax.process_index() == 0:
+            if path is not None and parallel.is_main():
                 files.save_npz(path, z=pairs[0], y=pairs[1], **({} if pairs[2] is None else {"labels": pairs[2]}))
         return jax.tree.map(jnp.asarray, tuple(pairs))
 
@@ -331,7 +331,7 @@ def teacher_pairs(model, teacher_params, cfg: StepConfig, key, sample_shape: tup
     labels = jax.nn.one_hot(jax.random.randint(ky, (n,), 0, label_dim), label_dim) if label_dim else None
     phi = jax.jit(lambda p, z, y: sampling.phi_k(denoise_fn(model, p), z,
                                                  cfg.regression_k, y))
-    y = np.concatenate([np.asarray(phi(teacher_params, z[i:i + batch], None if labels is None else labels[i:i + batch]))
+    y = np.concatenate([parallel.fetch(phi(teacher_params, z[i:i + batch], None if labels is None else labels[i:i + batch]))
                         for i in range(0, n, batch)])
     return np.asarray(z), y, None if labels is None else np.asarray(labels)
 

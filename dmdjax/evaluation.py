@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dmdjax import distill, files, loop, metrics, quality, sampling
+from dmdjax import distill, files, loop, metrics, parallel, quality, sampling
 from dmdjax.data import Dataset
 from dmdjax.nets import denoise_fn
 from dmdjax.runconfig import Config, keys
@@ -35,9 +35,10 @@ def generate(model, params, z, labels, sigma):
 
 
 def batched(fn: Callable, z, labels, batch: int) -> np.ndarray:
-    """fn(z_chunk, labels_chunk) over leading-axis chunks of `batch`, concatenated as numpy (bounded memory)."""
+    """fn(z_chunk, labels_chunk) over leading-axis chunks of `batch`, concatenated as numpy (bounded memory;
+    `parallel.fetch`: also for outputs that span processes)."""
     outs = [fn(z[i:i + batch], None if labels is None else labels[i:i + batch]) for i in range(0, len(z), batch)]
-    return np.concatenate([np.asarray(o) for o in outs])
+    return np.concatenate([parallel.fetch(o) for o in outs])
 
 
 def eval_noise(cfg: Config, data: Dataset, n: int | None = None):
@@ -83,7 +84,8 @@ def dm_curve(outdir: Path) -> tuple[np.ndarray, np.ndarray]:
 def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outdir: Path) -> tuple[dict, dict]:
     """Samples on the shared noises, Delta_E and companions, distribution fit; writes outdir/samples.npz (and
     copying_stats.npz for image data with training images). Returns (result, arrays): the numbers for
-    results.json and the arrays the figures are drawn from (`report.student_figures`).
+    results.json and the arrays the figures are drawn from (`report.student_figures`). Multi-host: every
+    process computes them, process 0 writes the files.
 
     Delta_E and the fit use the first `eval_n` noises; image data also get `pca_n` triplets for the PCA figure
     (Fig. 1, 9) and, when the data set has training images, the memorization and boundary statistics."""
@@ -129,12 +131,14 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
     if data.train_images is not None:
         stats, stat_arrays = copying_statistics(s, data.train_images, cfg, dist_1[:n])
         result.update(stats)
-        files.save_npz(Path(outdir) / "copying_stats.npz", compressed=True, **stat_arrays)
+        if parallel.is_main():
+            files.save_npz(Path(outdir) / "copying_stats.npz", compressed=True, **stat_arrays)
         arrays["copying_stats"] = stat_arrays
     if data.kind == "images" and data.test_images is not None:   # held-out teacher quality, classifier FD
         result.update(quality.heldout_metrics(cfg, data, model, teacher_params, s))
-    files.save_npz(Path(outdir) / "samples.npz", compressed=True,
-                   **{k: v for k, v in arrays.items() if k != "copying_stats"})
+    if parallel.is_main():
+        files.save_npz(Path(outdir) / "samples.npz", compressed=True,
+                       **{k: v for k, v in arrays.items() if k != "copying_stats"})
     result["eval_wall_s"] = time.perf_counter() - t0
     return result, arrays
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dmdjax import files
+from dmdjax import files, parallel
 from dmdjax.checkpoint import Checkpointer, CorruptCheckpointError
 from dmdjax.tensorboard import ScalarWriter
 
@@ -85,9 +85,10 @@ def _restore_latest_good(ckpt: Checkpointer, state: Any, desc: str) -> tuple[Any
             continue
         for e in corrupt:
             moved = ckpt.set_aside(e.step)
-            warnings.warn(f"{desc}: checkpoint step {e.step} is corrupt ({e.reason}); "
-                          f"resuming from step {step} instead. The corrupt copy was moved to {moved}; delete it "
-                          f"when you no longer need it.", RuntimeWarning, stacklevel=3)
+            if parallel.is_main():
+                warnings.warn(f"{desc}: checkpoint step {e.step} is corrupt ({e.reason}); "
+                              f"resuming from step {step} instead. The corrupt copy was moved to {moved}; delete "
+                              f"it when you no longer need it.", RuntimeWarning, stacklevel=3)
         return restored, step
     if len(corrupt) > 1:
         paths = ", ".join(str(e.path) for e in corrupt)
@@ -137,10 +138,10 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     state, start = _restore_latest_good(ckpt, state, desc)
     if int(state.step) != start:
         raise ValueError(f"restored state is at step {int(state.step)}, expected {start}")
-    main = jax.process_index() == 0           # multi-host: one process writes the log
+    main = parallel.is_main()                 # multi-host: one process writes the log
     if main:
         _truncate_log(log_path, start)
-    if callback is not None and callback_every and callback(start, state):
+    if callback is not None and callback_every and parallel.agree(bool(callback(start, state))):
         return state                          # stopped before (or at once): stays stopped
     tb = ScalarWriter(log_path.parent, purge_step=start) if main and tensorboard else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not (progress and main),
@@ -154,7 +155,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                     state, metrics = _run_parts(step_fn.parts, state, consts)
                 else:
                     state, metrics = _run_chunk(step_fn, state, consts, calls)
-                metrics, n = jax.device_get(metrics), stop - step
+                metrics, n = parallel.fetch(metrics), stop - step
                 every = {name: _spacing(name, len(values), n) for name, values in metrics.items()}
                 for name, values in metrics.items():
                     bad = ~np.isfinite(values)
@@ -173,7 +174,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                 bar.update(stop - step)
                 step = stop
                 halt = bool(callback is not None and callback_every and stop % callback_every == 0
-                            and callback(stop, state))
+                            and parallel.agree(bool(callback(stop, state))))   # multi-host: process 0 decides
                 if halt or stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
                     ckpt.save(stop, state)
                     if tb is not None:    # TensorBoard holds every step up to the last checkpoint

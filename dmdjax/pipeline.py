@@ -14,6 +14,9 @@ Layout of a work directory:
     teacher/ and student_<step>/ also hold TensorBoard event files: the logged metrics as scalars, the student's
         figures as images (`tensorboard --logdir runs/`)
 Every stage resumes: rerunning the same command continues from the last checkpoint and skips finished work.
+Multi-host (`dmdjax.parallel`): every process runs the whole pipeline and computes the same numbers; process 0
+alone writes the files above (Orbax's checkpoints: each process its share), and decisions read from them (a
+finished student, cached reference samples) are process 0's.
 """
 from __future__ import annotations
 
@@ -24,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -129,14 +131,16 @@ def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: P
     ckpt = Checkpointer(outdir / "ckpt")
     recorder = make_recorder(cfg, data, model, teacher_params, outdir, ckpt) if cfg.record.eval_every else None
     try:
-        return loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
-                             log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
-                             ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
-                             steps_per_call=cfg.distill.gen_every, callback=recorder,
-                             callback_every=cfg.record.eval_every, on_chunk=tick)
+        state = loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
+                              log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
+                              ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
+                              steps_per_call=cfg.distill.gen_every, callback=recorder,
+                              callback_every=cfg.record.eval_every, on_chunk=tick)
     finally:
         if recorder is not None:
             recorder.close()
+    parallel.sync(f"dmdjax distilled {outdir}")   # multi-host: the others read the log and record process 0 wrote
+    return state
 
 
 def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, ckpt: Checkpointer
@@ -145,31 +149,32 @@ def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Pat
     which are computed once per student and kept in outdir/record_ref.npz."""
     z, labels = evaluation.eval_noise(cfg, data, cfg.record.n)
     path = outdir / "record_ref.npz"
-    if path.exists():
+    if parallel.agree(path.exists()):
         with np.load(path) as f:
             ref, phi_1 = f["ref"], f["phi_1"]
     else:
         t0 = time.perf_counter()
         phi = lambda k: evaluation.teacher_samples(cfg, model, teacher_params, z, labels, k)
         ref, phi_1 = phi(cfg.k_ref), phi(1)
-        if jax.process_index() == 0:
+        if parallel.is_main():
             files.save_npz(path, ref=ref, phi_1=phi_1, seconds=time.perf_counter() - t0)
     generate = lambda params: evaluation.student_samples(cfg, model, params, z, labels)
     return record.Recorder(cfg.record, outdir / "record.jsonl", ref, phi_1, generate,
                            lambda: record.finished_checkpoint(ckpt.directory),
-                           seed=cfg.seed, main=jax.process_index() == 0)
+                           seed=cfg.seed, main=parallel.is_main())
 
 
 def record_summary(cfg: Config, outdir: Path, final_step: int) -> dict:
     """results.json's account of the convergence record: the verdict (`record.convergence`), where the student
     stopped, the record's total evaluation time (record_eval_s, over its rows) and the time Phi_K and Phi_1 on its
-    noises took (record_ref_s); draws outdir/convergence.png."""
+    noises took (record_ref_s); process 0 draws outdir/convergence.png."""
     rows = record.read_record(outdir / "record.jsonl")
     verdict = record.convergence(rows, cfg.record)
     with np.load(outdir / "record_ref.npz") as f:
         ref_s = float(f["seconds"]) if "seconds" in f else None
-    figures.save(figures.convergence_record(rows, evaluation.dm_curve(outdir), cfg.record, f"{cfg.name}, {outdir.name}"),
-                 outdir / "convergence.png")
+    if parallel.is_main():
+        figures.save(figures.convergence_record(rows, evaluation.dm_curve(outdir), cfg.record,
+                                                f"{cfg.name}, {outdir.name}"), outdir / "convergence.png")
     stopped = final_step < cfg.distill.iterations
     return {"converged": verdict["converged"], "convergence": {
         **verdict, "until_converged": cfg.record.until_converged, "iterations": final_step,
@@ -182,8 +187,8 @@ def evaluate_student(cfg: Config, data: Dataset, model, teacher_params, gen_para
     """`evaluation.evaluate` on the shared noises, then the student's figures (`report.student_figures`, also as
     TensorBoard images); returns the numbers for results.json."""
     result, arrays = evaluation.evaluate(cfg, data, model, teacher_params, gen_params, outdir)
-    report.student_figures(cfg, data, outdir, arrays, result, evaluation.dm_curve(outdir), data.train_images)
-    if jax.process_index() == 0:
+    if parallel.is_main():
+        report.student_figures(cfg, data, outdir, arrays, result, evaluation.dm_curve(outdir), data.train_images)
         tensorboard.write_pngs(outdir, outdir.glob("*.png"), step=cfg.distill.iterations)
     return result
 
@@ -203,9 +208,10 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
                "snapshots": {}}
     for snap in cfg.distill_order():
         outdir = workdir / f"student_{snap}"
-        outdir.mkdir(parents=True, exist_ok=True)
+        if parallel.is_main():
+            outdir.mkdir(parents=True, exist_ok=True)
         result_path = outdir / "results.json"
-        if result_path.exists():
+        if parallel.agree(result_path.exists()):
             summary["snapshots"][str(snap)] = json.loads(result_path.read_text())
             continue
         with wall_time(clock, f"distill_{snap}") as tick:
@@ -218,7 +224,8 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
                   "evaluate_wall_s": walls.get(f"evaluate_{snap}", 0.0)}
         if cfg.record.eval_every:
             result.update(record_summary(cfg, outdir, int(state.step)))
-        files.write_json(result_path, result)
+        if parallel.is_main():
+            files.write_json(result_path, result)
         summary["snapshots"][str(snap)] = result
         if len(summary["snapshots"]) < len(cfg.snapshots()):   # a partial summary after every student
             write_summary(cfg, workdir, summary, t0, results_dir)
@@ -227,7 +234,9 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
 
 def write_summary(cfg: Config, workdir: Path, summary: dict, t0: float, results_dir=None) -> dict:
     """Write workdir/results.json (and the run's figures) from the students finished so far; `complete` says
-    whether every snapshot has its student, `pending` lists the rest. Exported to `results_dir` when given."""
+    whether every snapshot has its student, `pending` lists the rest. Exported to `results_dir` when given.
+    Every process returns the summary, process 0 writes it."""
+    main = parallel.is_main()
     clock = workdir / WALL_TIMES
     done = {str(s): summary["snapshots"][str(s)] for s in cfg.snapshots() if str(s) in summary["snapshots"]}
     summary = {**summary, "snapshots": done,                                       # by teacher step
@@ -235,16 +244,17 @@ def write_summary(cfg: Config, workdir: Path, summary: dict, t0: float, results_
                "pending": [s for s in cfg.distill_order() if str(s) not in done]}
     curves = {f"teacher {s}": evaluation.dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()
               if str(s) in done and (workdir / f"student_{s}" / "metrics.jsonl").exists()}   # logs kept
-    report.run_figures(summary, workdir, curves, cfg.k_ref)   # adds summary["teacher_quality"]
+    report.run_figures(summary, workdir, curves, cfg.k_ref, draw=main)   # adds summary["teacher_quality"]
     summary["table"] = {s: r["delta_e"] for s, r in done.items()}
     summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
                                                  "delta_e_phi1", "delta_e_phi1_ci", "kappa_phi1", "converged")
                                if k in r} for s, r in done.items()}
     summary["total_wall_s"] = sum(read_wall_times(clock).values())
     summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
-    files.write_json(workdir / "results.json", summary)
-    if results_dir is not None and jax.process_index() == 0:
-        export_results(workdir, results_dir)
+    if main:
+        files.write_json(workdir / "results.json", summary)
+        if results_dir is not None:
+            export_results(workdir, results_dir)
     return summary
 
 
@@ -281,7 +291,7 @@ def wall_time(path: Path, stage: str):
 
     def tick() -> None:
         now = time.perf_counter()
-        if jax.process_index() == 0:
+        if parallel.is_main():
             totals = read_wall_times(path)
             totals[stage] = totals.get(stage, 0.0) + now - last[0]
             files.write_json(path, totals)

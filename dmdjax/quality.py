@@ -193,14 +193,16 @@ def teacher_quality_figure(table: dict, k_ref: int = 8):
     return fig
 
 
-def save_teacher_quality(summary: dict, workdir: Path, k_ref: int = 8) -> None:
-    """Pipeline hook for `run`: adds summary["teacher_quality"] and draws workdir/teacher_quality.png."""
+def save_teacher_quality(summary: dict, workdir: Path, k_ref: int = 8, draw: bool = True) -> None:
+    """Pipeline hook for `run`: adds summary["teacher_quality"] and (with `draw`) draws
+    workdir/teacher_quality.png."""
     table = teacher_quality_table(summary["snapshots"])
     if not table:
         return
     summary["teacher_quality"] = table
-    from dmdjax import figures
-    figures.save(teacher_quality_figure(table, k_ref), Path(workdir) / "teacher_quality.png")
+    if draw:
+        from dmdjax import figures
+        figures.save(teacher_quality_figure(table, k_ref), Path(workdir) / "teacher_quality.png")
     clf = next((r["classifier"] for r in summary["snapshots"].values() if "classifier" in r), None)
     if clf is not None:
         summary["classifier_test_accuracy"] = clf["test_accuracy"]

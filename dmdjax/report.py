@@ -80,12 +80,15 @@ def _copying_figures(s: dict, stats: dict, train_images, outdir: Path, cfg: Conf
     figures.save(figures.histogram(stats["r"], f"r(Phi_{k}(z))"), outdir / "memorization.png")
 
 
-def run_figures(summary: dict, workdir: Path, curves: dict, k_ref: int) -> None:
+def run_figures(summary: dict, workdir: Path, curves: dict, k_ref: int, draw: bool = True) -> None:
     """The run's figures over snapshots: DM loss of every student (Fig. 4), teacher quality (adds
-    summary["teacher_quality"]) and, with two or more students, Delta_E / kappa against teacher steps and quality."""
+    summary["teacher_quality"]) and, with two or more students, Delta_E / kappa against teacher steps and quality.
+    `draw=False` only adds the summary's fields (multi-host: the processes other than 0)."""
     workdir = Path(workdir)
+    quality.save_teacher_quality(summary, workdir, k_ref, draw)
+    if not draw:
+        return
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
-    quality.save_teacher_quality(summary, workdir, k_ref)
     if len(summary["snapshots"]) > 1:
         figures.save(figures.copying_trend(summary["snapshots"], summary.get("teacher_quality")),
                      workdir / "trend.png")

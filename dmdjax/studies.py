@@ -7,6 +7,8 @@ own config.json, checkpoints, results.json and figures), plus a summary results.
 
 Every study resumes: rerunning the same command skips finished sub-runs and continues the unfinished one from
 its last checkpoint. Sub-runs of one ablation share the teacher (a copy of the plain run's finished teacher).
+Multi-host (`dmdjax.parallel`): every process runs the study, process 0 writes its files; the others wait for
+it (`parallel.sync`) before they read what it wrote.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from dmdjax import configs, evaluation, figures, files, loop, metrics, pipeline
+from dmdjax import configs, evaluation, figures, files, loop, metrics, parallel, pipeline
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
 from dmdjax.record import read_record
@@ -130,15 +132,17 @@ def share_teacher(src: Path, dst: Path) -> None:
     """Give run directory `dst` the finished teacher of run directory `src` (copied, then renamed into place, so
     an interrupted copy is never mistaken for a teacher). No-op if dst already has one."""
     src, dst = Path(src), Path(dst)
-    if (dst / "teacher").exists():
+    if parallel.agree((dst / "teacher").exists()):
         return
     if not (src / "teacher").is_dir():
         raise FileNotFoundError(f"no teacher in {src} to share")
-    dst.mkdir(parents=True, exist_ok=True)
-    tmp = dst / "teacher.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src / "teacher", tmp)
-    tmp.rename(dst / "teacher")
+    if parallel.is_main():
+        dst.mkdir(parents=True, exist_ok=True)
+        tmp = dst / "teacher.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src / "teacher", tmp)
+        tmp.rename(dst / "teacher")
+    parallel.sync(f"dmdjax.studies.share_teacher {dst}")
 
 
 def final_result(summary: dict) -> dict:
@@ -184,10 +188,11 @@ def run_ablation(datasets, preset: str, workdir, make_data: Callable, tweak: Cal
               "regression_loss": "L2 (mean over batch and elements); DMD1 used LPIPS, whose weights cannot be "
                                  "downloaded here", "table": table,
               "wall_s_this_invocation": time.perf_counter() - t0}
-    files.write_json(workdir / "results.json", result)
-    fig_values = {d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in table.items()}
-    figures.save(figures.bar_panels(fig_values, r"$\Delta_E(\Phi_8, G)$", "Auxiliary losses vs plain DMD"),
-                 workdir / "ablation.png")
+    if parallel.is_main():
+        files.write_json(workdir / "results.json", result)
+        fig_values = {d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in table.items()}
+        figures.save(figures.bar_panels(fig_values, r"$\Delta_E(\Phi_8, G)$", "Auxiliary losses vs plain DMD"),
+                     workdir / "ablation.png")
     return result
 
 
@@ -207,21 +212,26 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
     snap = cfg.snapshots()[-1]
     teacher_params = pipeline.teacher_snapshot(ckpt, final_state, snap, cfg.teacher)
     outdir = workdir / f"student_{snap}"
-    (outdir / "dynamics").mkdir(parents=True, exist_ok=True)
+    main = parallel.is_main()
+    if main:
+        (outdir / "dynamics").mkdir(parents=True, exist_ok=True)
     z, labels = evaluation.eval_noise(cfg, data)
     ref = evaluation.teacher_samples(cfg, model, teacher_params, z, labels, cfg.k_ref)
     log_path = outdir / "dynamics.jsonl"
     done = {r["step"] for r in files.read_lines(log_path)}
+    parallel.sync(f"dmdjax.studies.run_dynamics {outdir}")   # every process has read the log before it grows
 
     def record(step: int, gen_params) -> None:
         g = evaluation.student_samples(cfg, model, gen_params, z, labels)
-        files.save_npy(outdir / "dynamics" / f"g_{step:07d}.npy", g)
+        if main:
+            files.save_npy(outdir / "dynamics" / f"g_{step:07d}.npy", g)
         te = metrics.transport_energies(ref, g)
         dist = np.linalg.norm((g - ref).reshape(len(g), -1), axis=1)
         row = {"step": step, "delta_e": float(te.delta_e), "e_dt": float(te.e_dt), "e_ot": float(te.e_ot),
                "dist_g_ref_mean": float(dist.mean())}
-        with log_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if main:
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
         done.add(step)
 
     if 0 not in done:
@@ -234,6 +244,7 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
         state = pipeline.distill_student(segment, data, model, teacher_params, outdir, mesh, progress)
         record(int(state.step), state.gen.params)
     summary = pipeline.run(cfg, data, workdir, mesh, progress)   # nothing left to train: evaluates the final G
+    parallel.sync(f"dmdjax.studies.run_dynamics {outdir} done")   # process 0's log and G files are written
 
     rows = sorted({r["step"]: r for r in files.read_lines(log_path)}.values(), key=lambda r: r["step"])
     final = np.load(outdir / "dynamics" / f"g_{rows[-1]['step']:07d}.npy")
@@ -257,8 +268,9 @@ def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable, twea
         cfg = tweak(cfg)
         runs[dataset] = run_dynamics(cfg, make_data(cfg), workdir / dataset, every or m, mesh, progress)
     result = {"study": "dynamics", "preset": preset, "runs": runs, "wall_s_this_invocation": time.perf_counter() - t0}
-    files.write_json(workdir / "results.json", result)
-    figures.save(figures.copying_dynamics(runs), workdir / "dynamics.png")
+    if parallel.is_main():
+        files.write_json(workdir / "results.json", result)
+        figures.save(figures.copying_dynamics(runs), workdir / "dynamics.png")
     return result
 
 
@@ -290,6 +302,8 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
               "definition": "D = ambient dimension: the toy's native sample (chessboard R^2, GMM R^4) mapped into "
                             "R^D by a seeded D x d0 matrix with orthonormal columns (isometric)",
               "wall_s_this_invocation": time.perf_counter() - t0}
+    if not parallel.is_main():
+        return result
     files.write_json(workdir / "results.json", result)
     curves = lambda table, x: {d: ([r[x] for r in rs], [max(r["delta_e"], 1e-6) for r in rs]) for d, rs in table.items()}
     fig, (ax1, ax2) = figures.subplots(1, 2, figsize=(10, 3.8))
@@ -376,11 +390,12 @@ def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: 
         share_teacher(workdir / "teacher_run", workdir / name)
         pipeline.run(cfg, data, workdir / name, mesh, progress)
         rss = workdir / name / "peak_rss.json"        # the largest resident size of any invocation of this arm
-        if peak_rss_gib is not None:
+        if peak_rss_gib is not None and parallel.is_main():          # multi-host: process 0's
             old = json.loads(rss.read_text())["gib"] if rss.exists() else 0.0
             files.write_json(rss, {"gib": max(old, peak_rss_gib())})
         if results_dir is not None:
-            pipeline.export_results(workdir / name, Path(results_dir) / name)
+            if parallel.is_main():
+                pipeline.export_results(workdir / name, Path(results_dir) / name)
             write_regime_summary(base, workdir, results_dir)
     return write_regime_summary(base, workdir, results_dir)
 
@@ -388,8 +403,10 @@ def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: 
 def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
     """workdir/results.json and kappa_vs_sum.png from every finished student of every arm directory (another
     seed's and a subset of snapshots included, read from the directory's config.json); `pending` lists the
-    arms' students not finished yet."""
+    arms' students not finished yet. Multi-host: every process returns it (after process 0's files are written),
+    process 0 writes it."""
     workdir = Path(workdir)
+    parallel.sync(f"dmdjax.studies.write_regime_summary {workdir}")
     rows, records, pending = [], {}, []
     for arm in configs.REGIME_ARMS:
         dirs = sorted(d for d in workdir.glob(f"{arm}*") if d.name == arm or d.name.startswith(f"{arm}-seed"))
@@ -412,6 +429,8 @@ def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
     teacher_wall = pipeline.read_wall_times(workdir / pipeline.WALL_TIMES).get("teacher", 0.0)
     result = {"config": base.to_dict(), "teacher_wall_s": teacher_wall, "arms": rows, "pending": pending,
               "complete": not pending}
+    if not parallel.is_main():
+        return result
     files.write_json(workdir / "results.json", result)
     if records:
         figures.save(figures.kappa_vs_lr_sum(records), workdir / "kappa_vs_sum.png")

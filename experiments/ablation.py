@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     cli.announce(cfgs[0], args)
     result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), tweak,
                                   variants, args.regression_weight, mesh, not args.quiet)
-    print(json.dumps({d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()},
+    cli.echo(json.dumps({d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()},
                      indent=1))
     return result
 

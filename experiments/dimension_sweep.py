@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     cli.announce(cfgs[0], args)
     result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, preset, workdir, tweak,
                                args.embed_seed, mesh, not args.quiet)
-    print(json.dumps({d: {r["dim"]: r["delta_e"] for r in rows} for d, rows in result["by_dim"].items()}, indent=1))
+    cli.echo(json.dumps({d: {r["dim"]: r["delta_e"] for r in rows} for d, rows in result["by_dim"].items()}, indent=1))
     return result
 
 

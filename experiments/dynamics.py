@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     cli.announce(cfgs[0], args)
     result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), tweak,
                                         args.every, mesh, not args.quiet)
-    print(json.dumps({d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}, indent=1))
+    cli.echo(json.dumps({d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}, indent=1))
     return result
 
 

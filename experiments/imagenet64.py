@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from dmdjax import cli, configs, convert, files, pipeline
+from dmdjax import cli, configs, convert, files, parallel, pipeline
 from dmdjax.checkpoint import check_config
 from dmdjax.data import Dataset
 from dmdjax.runconfig import Config
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     check_config(workdir / "config.json", {**cfg.to_dict(), "teacher_npz": args.teacher_npz.name,
                                            "teacher_sha256": teacher_sha256(args.teacher_npz, parser)})
     result_path = workdir / "results.json"
-    if result_path.exists():
+    if parallel.agree(result_path.exists()):       # multi-host: process 0's file decides
         result = json.loads(result_path.read_text())
     else:
         try:
@@ -95,8 +95,9 @@ def main(argv=None) -> dict:
             parser.error(f"--teacher_npz: {e}")
         result = distill_and_evaluate(cfg, model, teacher_params, workdir / "student", mesh, not args.quiet)
         result = {"teacher_npz": str(args.teacher_npz), **result, "config": cfg.to_dict()}
-        files.write_json(result_path, result)
-    print(json.dumps({"workdir": str(workdir), "delta_e": result["delta_e"]}, indent=1))
+        if parallel.is_main():
+            files.write_json(result_path, result)
+    cli.echo(json.dumps({"workdir": str(workdir), "delta_e": result["delta_e"]}, indent=1))
     return result
 
 
@@ -104,7 +105,8 @@ def distill_and_evaluate(cfg: Config, model, teacher_params, outdir: Path, mesh=
                          progress: bool = True) -> dict:
     """Distill (or resume distilling) G from the teacher into `outdir`, then evaluate it (pipeline.evaluate_student)."""
     data = teacher_dataset(cfg)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if parallel.is_main():
+        outdir.mkdir(parents=True, exist_ok=True)
     clock = outdir.parent / pipeline.WALL_TIMES
     with pipeline.wall_time(clock, "distill"):
         state = pipeline.distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)

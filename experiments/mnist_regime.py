@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     dataset = data.load(base, mnist_dir=args.mnist_dir)
     result = studies.run_regime(base, args.arms, work, dataset, mesh, not args.quiet, args.results_dir,
                                 peak_rss_gib, args.distill_seed, args.only_snapshots)
-    print(json.dumps([{k: r[k] for k in ("name", "teacher_steps", "kappa_matched", "kappa_final", "delta_e",
+    cli.echo(json.dumps([{k: r[k] for k in ("name", "teacher_steps", "kappa_matched", "kappa_final", "delta_e",
                                          "converged")} for r in result["arms"]], indent=1))
     return result
 
