@@ -151,9 +151,9 @@ def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeyp
 
 
 # The toy experiment in a child process, with every Orbax save held open 1 s before its final rename (only here,
-# in the test): the window in which the test kills it.
+# in the test): the window in which the test kills it. (Orbax's private finalize is async from 0.11.25 on.)
 SLOW_SAVE_RUN = f"""
-import asyncio, sys
+import asyncio, inspect, sys, time
 from orbax.checkpoint._src.path import atomicity
 from experiments import toy
 from dmdjax import configs
@@ -161,7 +161,11 @@ finalize = atomicity.AtomicRenameTemporaryPath.finalize
 async def slow_finalize(self, *args, **kwargs):
     await asyncio.sleep(1.0)
     return await finalize(self, *args, **kwargs)
-atomicity.AtomicRenameTemporaryPath.finalize = slow_finalize
+def slow_finalize_sync(self, *args, **kwargs):
+    time.sleep(1.0)
+    return finalize(self, *args, **kwargs)
+atomicity.AtomicRenameTemporaryPath.finalize = (slow_finalize if inspect.iscoroutinefunction(finalize)
+                                                else slow_finalize_sync)
 original = configs.toy
 configs.toy = lambda dataset, preset="cpu": configs.override(original(dataset, preset), **{SMALL!r})
 toy.main({TINY!r} + ["--workdir=" + sys.argv[1]])
