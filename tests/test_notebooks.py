@@ -120,6 +120,7 @@ def outputs(nb, kind):
     return found
 
 
+@pytest.mark.minver
 def test_quickstart(notebooks):
     nb, run = notebooks.result("quickstart.ipynb")
     results = json.loads((run / "run" / "results.json").read_text())
@@ -139,6 +140,7 @@ def test_mnist_tpu(notebooks):
     assert any("CpuDevice" in text for text in outputs(nb, "stream"))
 
 
+@pytest.mark.minver
 def test_metrics_api(notebooks):
     _, run = notebooks.result("metrics_api.ipynb")
     numbers = json.loads((run / "numbers.json").read_text())

@@ -45,6 +45,7 @@ def reference_run(tmp_path_factory):
     return workdir, summary
 
 
+@pytest.mark.minver
 def test_outputs(reference_run):
     workdir, summary = reference_run
     res = json.loads((workdir / "results.json").read_text())
@@ -100,6 +101,7 @@ def test_rerun_is_idempotent(reference_run, monkeypatch):
     assert again["table"] == summary["table"]
 
 
+@pytest.mark.minver
 def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
     """Kill the run in the middle of teacher training and again in the middle of distillation. Each rerun must
     run only the steps after the last checkpoint (a restart from 0 fails) and end where an uninterrupted run ends;
@@ -172,6 +174,7 @@ toy.main({TINY!r} + ["--workdir=" + sys.argv[1]])
 """
 
 
+@pytest.mark.minver
 def test_killed_during_a_checkpoint_save_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
     """SIGKILL a real experiment process at a random moment while it saves the teacher's step-40 checkpoint; the
     rerun discards the unfinished save, resumes from step 20 and ends where an uninterrupted run ends."""
