@@ -129,6 +129,7 @@ def test_quickstart(notebooks):
     assert any("Delta_E = " in text for text in outputs(nb, "stream"))
 
 
+@pytest.mark.minver
 def test_mnist_tpu(notebooks):
     nb, run = notebooks.result("mnist_tpu.ipynb")
     results = json.loads((run / "run" / "results.json").read_text())
