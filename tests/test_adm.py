@@ -38,6 +38,7 @@ def tiny_f32(tiny):
     return convert.edm_denoiser(state_dict, config)
 
 
+@pytest.mark.minver
 def test_parity_with_edm_reference(tiny, tiny_f32):
     _, _, io = tiny
     out = np.asarray(tiny_f32(io["x"], io["sigma"], io["class_labels"]))

@@ -6,6 +6,8 @@ import pytest
 from dmdjax import diffusion
 from dmdjax.nets import MLP, Denoiser
 
+pytestmark = pytest.mark.minver   # the whole file runs at the minimum versions too (.ci/run)
+
 
 def test_preconditioning_constants_at_sigma_max():
     c_skip, c_out, c_in, c_noise = (float(c) for c in diffusion.precond(80.0))

@@ -47,6 +47,7 @@ def _count_steps(monkeypatch):
     return chunks
 
 
+@pytest.mark.minver
 def test_resume_continues_log_and_state(tmp_path, monkeypatch):
     state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
     ckpt = Checkpointer(tmp_path / "ckpt")
@@ -74,6 +75,7 @@ def _corrupt(step_dir: Path, how: str) -> None:
         (step_dir / "default" / "_METADATA").write_text('{"tree_metadata": {"x": ')
 
 
+@pytest.mark.minver
 @pytest.mark.parametrize("how", ["truncated data", "garbled _METADATA"])
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch, how):
     fresh = lambda: Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
@@ -121,6 +123,7 @@ def test_unreadable_only_checkpoint_names_the_one_directory(tmp_path):
     assert (tmp_path / "ckpt" / "5").is_dir() and (tmp_path / "ckpt" / "10").is_dir()
 
 
+@pytest.mark.minver
 def test_leftover_temporary_checkpoint_directories_are_removed(tmp_path):
     ckpt = Checkpointer(tmp_path / "ckpt")
     ckpt.save(5, {"w": jnp.ones((4, 2))})

@@ -62,6 +62,7 @@ def test_exact_matches_brute_force_over_all_permutations():
         assert res.delta_e == pytest.approx(np.trace(cost) / 6 / best - 1, rel=1e-10)
 
 
+@pytest.mark.minver
 def test_exact_matches_scipy_on_partly_shuffled_pairs():
     t, s = clustered_pairs(300, shuffle=0.3)
     e_dt, e_ot, cost = reference_energies(t, s)
@@ -106,6 +107,7 @@ def test_e_ot_zero_conventions():
         assert np.array_equal(np.asarray(t[perm][shuffled.assignment]), t)
 
 
+@pytest.mark.minver
 @pytest.mark.parametrize("data", ["clustered", "manifold"])
 def test_sinkhorn_within_1e3_of_exact_and_biased_upwards(data):
     t, s = clustered_pairs(400, shuffle=0.5, seed=6) if data == "clustered" else manifold_pairs(400, seed=7)
@@ -154,6 +156,7 @@ def test_online_matches_dense_on_nontrivial_blocks():
         assert float(online.marginal_error) < 1e-3
 
 
+@pytest.mark.minver
 def test_jit_compatible_both_methods():
     t, s = clustered_pairs(60, d=16, seed=9)
     for method in ("exact", "sinkhorn"):
@@ -216,6 +219,7 @@ def test_ci_standard_error_tracks_spread_over_fresh_seeds():
 
 # ---------------------------------------------------------------------------------------------------- Sec. 4
 
+@pytest.mark.minver
 def test_memorization_ratio_matches_numpy_brute_force():
     rng = np.random.default_rng(10)
     train = rng.standard_normal((1500, 6, 6)).astype(np.float32) + 20.0    # large offset: tests cancellation

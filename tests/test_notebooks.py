@@ -120,6 +120,7 @@ def outputs(nb, kind):
     return found
 
 
+@pytest.mark.minver
 def test_quickstart(notebooks):
     nb, run = notebooks.result("quickstart.ipynb")
     results = json.loads((run / "run" / "results.json").read_text())
@@ -128,6 +129,7 @@ def test_quickstart(notebooks):
     assert any("Delta_E = " in text for text in outputs(nb, "stream"))
 
 
+@pytest.mark.minver
 def test_mnist_tpu(notebooks):
     nb, run = notebooks.result("mnist_tpu.ipynb")
     results = json.loads((run / "run" / "results.json").read_text())
@@ -141,6 +143,7 @@ def test_mnist_tpu(notebooks):
     assert any("checkpoints in run: about" in text for text in outputs(nb, "stream"))
 
 
+@pytest.mark.minver
 def test_metrics_api(notebooks):
     _, run = notebooks.result("metrics_api.ipynb")
     numbers = json.loads((run / "numbers.json").read_text())

@@ -51,6 +51,7 @@ def four_device_env() -> dict:
     return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
 
 
+@pytest.mark.minver
 def test_four_devices_match_one_device():
     env = four_device_env()
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)

@@ -6,6 +6,8 @@ import pytest
 
 from dmdjax import diffusion, sampling
 
+pytestmark = pytest.mark.minver   # the whole file runs at the minimum versions too (.ci/run)
+
 MU, S = 0.7, 0.5   # data N(MU, S^2 I)
 
 

@@ -109,6 +109,7 @@ def test_reuse_freed_memory_stops_page_faults():
     assert sorted(tuned["faults"])[len(tuned["faults"]) // 2] < 1000, tuned
 
 
+@pytest.mark.minver
 def test_user_malloc_settings_win():
     run = _run(True, mode="flags", MALLOC_ARENA_MAX="4")
     assert run["on"] == TESTED and not run["reuse"]
