@@ -95,3 +95,13 @@ def test_regime_classification():
     assert verdict._regime_verdict([("a", {"kappa_ci": [0.01, 0.03]}), ("b", {"kappa_ci": [0.5, 0.6]})],
                                    "copies") == "inconclusive"
     assert verdict._regime_verdict([], "copies") == "pending"
+
+
+def test_the_ema_trend_study_reproduces_the_regime_studys_ema_arm_exactly():
+    """Two runs of the same teacher (trained from scratch twice, same seed) and protocol: the committed 512 and
+    8192 students are equal number for number (README's determinism statement)."""
+    trend = json.loads((REPO / "results" / "mnist_trend_ema" / "results.json").read_text())["snapshots"]
+    arm = json.loads((REPO / "results" / "mnist_regime" / "ema" / "results.json").read_text())["snapshots"]
+    for snap in ("512", "8192"):
+        for key in ("kappa", "kappa_ci", "delta_e", "delta_e_ci", "e_dt", "e_ot", "frechet", "converged"):
+            assert trend[snap][key] == arm[snap][key], (snap, key)
