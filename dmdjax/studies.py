@@ -396,22 +396,31 @@ def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: 
         if results_dir is not None:
             if parallel.is_main():
                 pipeline.export_results(workdir / name, Path(results_dir) / name)
+                if rss.exists():
+                    files.copy_file(rss, Path(results_dir) / name / rss.name)
             write_regime_summary(base, workdir, results_dir)
     return write_regime_summary(base, workdir, results_dir)
 
 
 def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
     """workdir/results.json and kappa_vs_sum.png from every finished student of every arm directory (another
-    seed's and a subset of snapshots included, read from the directory's config.json); `pending` lists the
-    arms' students not finished yet. Multi-host: every process returns it (after process 0's files are written),
+    seed's and a subset of snapshots included, read from the directory's config.json; an arm absent from workdir
+    is read from its exported evidence in `results_dir`, an earlier workdir's); `pending` lists the arms'
+    students not finished yet. Multi-host: every process returns it (after process 0's files are written),
     process 0 writes it."""
     workdir = Path(workdir)
     parallel.sync(f"dmdjax.studies.write_regime_summary {workdir}")
     rows, records, pending = [], {}, []
+    arm_dirs = lambda root, arm: {d.name: d for d in Path(root).glob(f"{arm}*") if d.is_dir() and
+                                  (d.name == arm or d.name.startswith(f"{arm}-seed"))}
     for arm in configs.REGIME_ARMS:
-        dirs = sorted(d for d in workdir.glob(f"{arm}*") if d.name == arm or d.name.startswith(f"{arm}-seed"))
-        for d in dirs or [workdir / arm]:
-            saved = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
+        dirs = arm_dirs(results_dir, arm) if results_dir is not None else {}
+        dirs.update(arm_dirs(workdir, arm))                                # the live run directory wins
+        for d in [dirs[k] for k in sorted(dirs)] or [workdir / arm]:
+            if (d / "config.json").exists():
+                saved = json.loads((d / "config.json").read_text())
+            else:                                                          # exported: the config in results.json
+                saved = json.loads((d / "results.json").read_text())["config"] if (d / "results.json").exists() else {}
             seed = saved.get("distill_seed") if d.name != arm else None
             factor, cfg = arm_config(base, arm, seed, saved.get("distill_snapshots"))
             path = d / "results.json"

@@ -1,6 +1,7 @@
 """The teacher's EMA (EDM's rule): the formula with its ramp-up against a hand computation, kill -9 and resume,
 students and Phi_K start from the EMA, derived settings follow overrides, the regime study's summary."""
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -165,3 +166,15 @@ def test_regime_arms_and_summary(tmp_path):
                                            r["teacher_steps"] == 40)["kappa_final"] or \
         seed1[0]["delta_e"] != result["arms"][1]["delta_e"]
     assert (tmp_path / "evidence" / "kappa_vs_sum.png").is_file()
+
+
+def test_regime_summary_keeps_arms_exported_from_an_earlier_workdir(tmp_path):
+    """An arm whose run directory is gone (another workdir, another machine) is read from its exported evidence:
+    regenerating the committed summary from results/ alone gives the same arm rows."""
+    import shutil
+    res = tmp_path / "res"
+    shutil.copytree(Path(REPO) / "results" / "mnist_regime", res)
+    committed = json.loads((res / "results.json").read_text())
+    again = studies.write_regime_summary(configs.mnist_regime(), tmp_path / "work", res)
+    assert again["arms"] == json.loads(json.dumps(committed["arms"]))
+    assert (res / "kappa_vs_sum.png").stat().st_size > 1000
