@@ -186,7 +186,7 @@ def claims_page(results_root: str | Path) -> str:
         "Generated from results/ by `python tools/readme_tables.py` (tests/test_verdict.py checks it is current).",
         "Every dmdjax number is one student's, with its 95 % half-sample interval; cpu scale (16x16 MNIST, a small",
         "ADM), so Delta_E is in other units than the paper's 32x32 (only kappa, Delta_E over a random pairing's, is",
-        f"comparable). A claim of copying is reproduced qualitatively when every student's kappa interval lies below",
+        "comparable). A claim of copying is reproduced qualitatively when every student's kappa interval lies below",
         f"{COPIES}, of remapping when every one lies above {REMAPS}; not reproduced when every one lies on the",
         "other side; inconclusive otherwise; pending when no student under the EMA protocol exists yet. The EMA",
         "protocol (EDM's EMA of the teacher's weights, distilled) is every preset's since the regime study",
@@ -198,7 +198,7 @@ def claims_page(results_root: str | Path) -> str:
         "",
         "## Does copying grow with teacher length? (`dmdjax.verdict.trend_test`)",
         "",
-        f"Spearman's rho of the statistic against teacher steps over every student of the listed runs, a one-sided",
+        "Spearman's rho of the statistic against teacher steps over every student of the listed runs, a one-sided",
         f"permutation p-value (rho < 0), and per run the latest-minus-earliest difference with its 95 % interval. "
         f"Rule: {RULE}.",
         "",

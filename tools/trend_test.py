@@ -4,7 +4,6 @@ JSON beside the evidence. Each results folder is one run (one teacher, one DMD s
     python tools/trend_test.py results/mnist_trend results/mnist_trend_seed1 --out=results/mnist_trend/trend_test.json
 """
 import argparse
-import json
 from pathlib import Path
 
 from dmdjax import files, verdict
