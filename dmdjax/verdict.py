@@ -123,8 +123,9 @@ def _students(root: Path, picks: list[tuple[str, str, str]]) -> list[tuple[str, 
                                     "delta_e": arm["delta_e"], "delta_e_ci": arm["delta_e_ci"]}))
             continue
         path = root / folder / "results.json"
-        if path.exists() and snap in json.loads(path.read_text())["snapshots"]:
-            out.append((label, json.loads(path.read_text())["snapshots"][snap]))
+        snapshots = json.loads(path.read_text())["snapshots"] if path.exists() else {}
+        if snap in snapshots:
+            out.append((label, snapshots[snap]))
     return out
 
 
