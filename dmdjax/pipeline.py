@@ -84,11 +84,10 @@ def checkpoint_bytes(cfg: Config, data: Dataset) -> dict:
     counts, "total": bytes}; evaluation outputs and logs come on top (a few MB per student)."""
     from dmdjax.checkpoint import KEEP_LATEST
     model = build_model(cfg, data)
-    x = jnp.zeros((2,) + tuple(data.shape))
-    labels = jnp.zeros((2, data.label_dim)) if data.label_dim else None
     size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
     key = keys(cfg.seed)["init"]
-    params = jax.eval_shape(lambda k: model.init(k, x, jnp.ones((2,)), labels)["params"], key)
+    args = teacher.init_args(key, jnp.zeros((2,) + tuple(data.shape)), data.label_dim)
+    params = jax.eval_shape(lambda *a: model.init(*a)["params"], *args)
     state_cls = teacher.EmaTrainState if cfg.teacher.ema else teacher.TrainState
     t_state = jax.eval_shape(lambda p: state_cls.create(p, cfg.teacher.optimizer()), params)
     dcfg = cfg.distill

@@ -38,13 +38,18 @@ class TeacherConfig:
                               clip_norm=self.clip_norm)
 
 
+def init_args(key, example_x, label_dim: int = 0) -> tuple:
+    """`model.init`'s arguments for an example batch (B, ...): (key, x, sigma = 1, zero one-hot labels or None)."""
+    labels = jnp.zeros((example_x.shape[0], label_dim)) if label_dim else None
+    return key, example_x, jnp.ones((example_x.shape[0],)), labels
+
+
 def init_params(model, key, example_x, label_dim: int = 0):
     """Initialise Denoiser params from an example batch (B, ...) as one jitted program, which the persistent
     compilation cache keeps (eagerly, every initialiser would be a program of its own, compiled on every run).
     The values are the eager init's. On CPU the program is compiled without XLA's backend optimisations: it runs
     once, and its compile time is that of a few hundred random-number kernels."""
-    labels = jnp.zeros((example_x.shape[0], label_dim)) if label_dim else None
-    args = (key, example_x, jnp.ones((example_x.shape[0],)), labels)
+    args = init_args(key, example_x, label_dim)
     lowered = jax.jit(lambda k, x, s, y: model.init(k, x, s, y)["params"]).lower(*args)
     options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
     return lowered.compile(options)(*args)
