@@ -6,9 +6,15 @@ fallback when the newer cannot be read) and every step listed in `keep_steps` (t
 never leaves a half-written checkpoint behind; the temporary directories a killed save leaves are removed when
 the next `Checkpointer` opens the directory. A checkpoint whose files cannot be read raises `CorruptCheckpointError`
 (naming the one directory to delete), one written for another model `CheckpointError` ("does not match").
+
+Orbax keeps no checksum of array data (a flipped byte restores without an error), so each step directory also
+holds `SUMS_FILE`: the SHA-256 of every leaf at save time, compared at restore (a mismatch is a
+`CorruptCheckpointError`). A checkpoint without it (written before it existed, or killed between Orbax's
+finalisation and the file) is restored unverified.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,16 +22,18 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from dmdjax import files, parallel
 
 
-__all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config"]
+__all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config", "leaf_sums"]
 
 TMP_SUFFIX = getattr(ocp.utils, "TMP_DIR_SUFFIX", ".orbax-checkpoint-tmp")   # Orbax's unfinished saves
 KEEP_LATEST = 2   # latest checkpoints kept besides the snapshots: the newest and one fallback
+SUMS_FILE = "dmdjax.sha256.json"   # in each step directory: {leaf path: sha256 of dtype, shape and bytes}
 
 
 class CheckpointError(ValueError):
@@ -49,6 +57,7 @@ class Checkpointer:
             remove_temporary(self.directory)
         parallel.sync(f"dmdjax.Checkpointer {self.directory}")
         self._manager = self._open()
+        self._pending_sums: tuple[int, dict] | None = None   # of the save in flight, written once it is final
 
     def _open(self):
         policy = pp.AnyPreservationPolicy([pp.LatestN(KEEP_LATEST), pp.CustomSteps(self._keep_steps)])
@@ -62,7 +71,20 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
-        self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
+        sums = leaf_sums(state)         # before the save returns: the step function may donate these buffers
+        self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)  # waits for the previous
+        self._write_sums()
+        self._pending_sums = (int(step), sums)
+
+    def _write_sums(self) -> None:
+        """Write the checksums of the last save, which must be finished (Orbax renamed its directory)."""
+        if self._pending_sums is None:
+            return
+        step, sums = self._pending_sums
+        self._pending_sums = None
+        step_dir = self.directory / str(step)
+        if parallel.is_main() and step_dir.is_dir():
+            files.write_json(step_dir / SUMS_FILE, sums, sort_keys=True)
 
     def restore(self, target: Any, step: int | None = None) -> Any:
         """Restore into the structure, shapes and dtypes of `target` (concrete or `jax.eval_shape`d)."""
@@ -71,7 +93,7 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint at step {step} in {self.directory} (found: {self.all_steps()})")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises several types for structure/shape mismatches and corrupt files
             reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
             path = self.directory / str(step)
@@ -82,6 +104,27 @@ class Checkpointer:
             raise CorruptCheckpointError(
                 f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
                 f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason) from e
+        self._verify(step, restored)
+        return restored
+
+    def _verify(self, step: int, restored: Any) -> None:
+        """Raise CorruptCheckpointError if a leaf's SHA-256 differs from the one recorded when it was saved."""
+        path = self.directory / str(step)
+        try:
+            recorded = json.loads((path / SUMS_FILE).read_text())
+        except FileNotFoundError:
+            return                                         # unverified: see the module docstring
+        except (OSError, ValueError) as e:
+            reason = f"{SUMS_FILE} unreadable: {type(e).__name__}"
+        else:
+            found = leaf_sums(restored)
+            bad = [k for k in sorted(recorded) if k in found and found[k] != recorded[k]]
+            if not bad:
+                return
+            reason = f"{len(bad)} of {len(recorded)} arrays differ from their SHA-256 at save time (first: {bad[0]})"
+        raise CorruptCheckpointError(
+            f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
+            f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason)
 
     def _readable_but_different(self, step: int, abstract: Any, error: Exception) -> bool:
         """True if the checkpoint's metadata reads and names other leaves (shapes/dtypes) than `abstract`, or
@@ -101,7 +144,7 @@ class Checkpointer:
         """Move the (corrupt) checkpoint of `step` out of the run, to `<directory>.corrupt-<step>`, so the run can
         save that step again; returns where it went. Nothing is deleted. Multi-host: every process calls it,
         process 0 moves the directory."""
-        self._manager.wait_until_finished()
+        self.wait()
         source = self.directory / str(step)
         dest = self.directory.with_name(f"{self.directory.name}.corrupt-{step}")
         n = 1
@@ -118,9 +161,26 @@ class Checkpointer:
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
+        self._write_sums()
 
     def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._write_sums()
         self._manager.close()
+
+
+def leaf_sums(tree: Any) -> dict[str, str]:
+    """{leaf path: SHA-256 hex of its dtype, shape and bytes} for every array leaf whose value this process can
+    read whole (all of them on one host; replicated ones on several); others are left out."""
+    sums = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+            continue
+        value = np.ascontiguousarray(np.asarray(leaf))
+        digest = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(value.tobytes())
+        sums[jax.tree_util.keystr(path)] = digest.hexdigest()
+    return sums
 
 
 def _leaves(tree) -> list[tuple]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dmdjax import files, loop
-from dmdjax.checkpoint import CheckpointError, Checkpointer, CorruptCheckpointError, check_config
+from dmdjax.checkpoint import SUMS_FILE, CheckpointError, Checkpointer, CorruptCheckpointError, check_config, leaf_sums
 
 
 @flax.struct.dataclass
@@ -66,7 +66,12 @@ def test_resume_continues_log_and_state(tmp_path, monkeypatch):
 
 
 def _corrupt(step_dir: Path, how: str) -> None:
-    if how == "truncated data":
+    if how == "flipped byte":          # in the middle of the largest array's data: Orbax reads it without error
+        biggest = max(glob.glob(str(step_dir / "default" / "**" / "d" / "*"), recursive=True), key=os.path.getsize)
+        data = bytearray(Path(biggest).read_bytes())
+        data[len(data) // 2] ^= 0x40
+        Path(biggest).write_bytes(bytes(data))
+    elif how == "truncated data":
         files = [f for f in glob.glob(str(step_dir / "default" / "**" / "d" / "*"), recursive=True)]
         assert files
         for f in files:
@@ -75,12 +80,18 @@ def _corrupt(step_dir: Path, how: str) -> None:
         (step_dir / "default" / "_METADATA").write_text('{"tree_metadata": {"x": ')
 
 
+def _step_array(state, consts):
+    return Counter(step=state.step + 1, x=state.x * 0.5 + consts), {"loss": jnp.mean(state.x)}
+
+
 @pytest.mark.minver
-@pytest.mark.parametrize("how", ["truncated data", "garbled _METADATA"])
+@pytest.mark.parametrize("how", ["truncated data", "garbled _METADATA", "flipped byte"])
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch, how):
-    fresh = lambda: Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
-    run = lambda n, d: loop.run_loop(_step_nan_at(-1), fresh(), 1.0, num_steps=n, ckpt=Checkpointer(d / "ckpt"),
-                                     log_path=d / "log.jsonl", chunk=5, ckpt_every=5, progress=False)
+    noise = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)   # 8 KiB, incompressible
+    fresh = lambda: Counter(step=jnp.zeros((), jnp.int32), x=jnp.asarray(noise))
+    run = lambda n, d: loop.run_loop(_step_array, fresh(), jnp.asarray(noise), num_steps=n,
+                                     ckpt=Checkpointer(d / "ckpt"), log_path=d / "log.jsonl", chunk=5, ckpt_every=5,
+                                     progress=False)
     reference = run(30, tmp_path / "ref")
     run(20, tmp_path / "a")
     assert Checkpointer(tmp_path / "a" / "ckpt").all_steps() == [15, 20]     # the latest two are kept
@@ -89,12 +100,30 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypa
     with pytest.warns(RuntimeWarning, match=r"checkpoint step 20 is corrupt .*resuming from step 15 instead"):
         final = run(30, tmp_path / "a")
     assert chunks[0] == (15, 5) and sum(n for _, n in chunks) == 15
-    assert int(final.step) == int(reference.step) and float(final.x) == float(reference.x)
+    assert int(final.step) == int(reference.step)
+    np.testing.assert_array_equal(final.x, reference.x)
     assert (tmp_path / "a" / "ckpt.corrupt-20").is_dir()                     # set aside, not deleted
     assert Checkpointer(tmp_path / "a" / "ckpt").all_steps() == [25, 30]
     log = loop.read_log(tmp_path / "a" / "log.jsonl")
     assert list(log["step"]) == list(range(30))
     np.testing.assert_array_equal(log["loss"], loop.read_log(tmp_path / "ref" / "log.jsonl")["loss"])
+
+
+def test_flipped_byte_is_caught_by_the_recorded_sha256(tmp_path):
+    """Orbax restores a flipped data byte without an error; the SHA-256 recorded at save time catches it."""
+    state = {"w": jnp.asarray(np.random.default_rng(1).standard_normal((64, 32)), jnp.float32),
+             "b": jnp.arange(8.0)}
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    ckpt.save(5, state)
+    ckpt.wait()
+    assert json.loads((tmp_path / "ckpt" / "5" / SUMS_FILE).read_text()) == leaf_sums(state)
+    _corrupt(tmp_path / "ckpt" / "5", "flipped byte")
+    with pytest.raises(CorruptCheckpointError, match=r"1 of 2 arrays differ from their SHA-256 at save time "
+                                                     r"\(first: \['w'\]\)\)\. Delete that one directory"):
+        Checkpointer(tmp_path / "ckpt").restore(state)
+    (tmp_path / "ckpt" / "5" / SUMS_FILE).unlink()      # without the record (an older checkpoint): unverified
+    restored = Checkpointer(tmp_path / "ckpt").restore(state)
+    assert not np.array_equal(restored["w"], state["w"]) and np.array_equal(restored["b"], state["b"])
 
 
 def test_unreadable_only_checkpoint_names_the_one_directory(tmp_path):
