@@ -8,9 +8,10 @@ the next `Checkpointer` opens the directory. A checkpoint whose files cannot be 
 (naming the one directory to delete), one written for another model `CheckpointError` ("does not match").
 
 Orbax keeps no checksum of array data (a flipped byte restores without an error), so each step directory also
-holds `SUMS_FILE`: the SHA-256 of every leaf at save time, compared at restore (a mismatch is a
-`CorruptCheckpointError`). A checkpoint without it (written before it existed, or killed between Orbax's
-finalisation and the file) is restored unverified.
+holds `SUMS_FILE`: the SHA-256 of every file Orbax wrote, taken once the save is final and compared before Orbax
+reads anything (a mismatch is a `CorruptCheckpointError`, and Orbax's own noisy failure path is never entered).
+A checkpoint without it (written before it existed, or killed between Orbax's finalisation and the file) is
+restored unverified.
 """
 from __future__ import annotations
 
@@ -22,18 +23,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from dmdjax import files, parallel
 
 
-__all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config", "leaf_sums"]
+__all__ = ["CheckpointError", "CorruptCheckpointError", "Checkpointer", "check_config", "file_sums"]
 
 TMP_SUFFIX = getattr(ocp.utils, "TMP_DIR_SUFFIX", ".orbax-checkpoint-tmp")   # Orbax's unfinished saves
 KEEP_LATEST = 2   # latest checkpoints kept besides the snapshots: the newest and one fallback
-SUMS_FILE = "dmdjax.sha256.json"   # in each step directory: {leaf path: sha256 of dtype, shape and bytes}
+SUMS_FILE = "dmdjax.sha256.json"   # in each step directory: {file path relative to it: sha256 of its bytes}
 
 
 class CheckpointError(ValueError):
@@ -57,7 +57,7 @@ class Checkpointer:
             remove_temporary(self.directory)
         parallel.sync(f"dmdjax.Checkpointer {self.directory}")
         self._manager = self._open()
-        self._pending_sums: tuple[int, dict] | None = None   # of the save in flight, written once it is final
+        self._in_flight: int | None = None     # the step of a save whose checksums are not written yet
 
     def _open(self):
         policy = pp.AnyPreservationPolicy([pp.LatestN(KEEP_LATEST), pp.CustomSteps(self._keep_steps)])
@@ -71,29 +71,26 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
-        sums = leaf_sums(state)         # before the save returns: the step function may donate these buffers
         self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)  # waits for the previous
         self._write_sums()
-        self._pending_sums = (int(step), sums)
+        self._in_flight = int(step)
 
     def _write_sums(self) -> None:
-        """Write the checksums of the last save, which must be finished (Orbax renamed its directory)."""
-        if self._pending_sums is None:
-            return
-        step, sums = self._pending_sums
-        self._pending_sums = None
+        """Record the checksums of the last save, which must be finished (Orbax renamed its directory)."""
+        step, self._in_flight = self._in_flight, None
         step_dir = self.directory / str(step)
-        if parallel.is_main() and step_dir.is_dir():
-            files.write_json(step_dir / SUMS_FILE, sums, sort_keys=True)
+        if step is not None and parallel.is_main() and step_dir.is_dir():
+            files.write_json(step_dir / SUMS_FILE, file_sums(step_dir), sort_keys=True)
 
     def restore(self, target: Any, step: int | None = None) -> Any:
         """Restore into the structure, shapes and dtypes of `target` (concrete or `jax.eval_shape`d)."""
         step = self.latest_step() if step is None else step
         if step is None or step not in self.all_steps():
             raise CheckpointError(f"no checkpoint at step {step} in {self.directory} (found: {self.all_steps()})")
+        self._verify(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises several types for structure/shape mismatches and corrupt files
             reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
             path = self.directory / str(step)
@@ -104,11 +101,9 @@ class Checkpointer:
             raise CorruptCheckpointError(
                 f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
                 f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason) from e
-        self._verify(step, restored)
-        return restored
 
-    def _verify(self, step: int, restored: Any) -> None:
-        """Raise CorruptCheckpointError if a leaf's SHA-256 differs from the one recorded when it was saved."""
+    def _verify(self, step: int) -> None:
+        """Raise CorruptCheckpointError if a file of `step` is missing or differs from its SHA-256 at save time."""
         path = self.directory / str(step)
         try:
             recorded = json.loads((path / SUMS_FILE).read_text())
@@ -117,11 +112,12 @@ class Checkpointer:
         except (OSError, ValueError) as e:
             reason = f"{SUMS_FILE} unreadable: {type(e).__name__}"
         else:
-            found = leaf_sums(restored)
-            bad = [k for k in sorted(recorded) if k in found and found[k] != recorded[k]]
+            found = file_sums(path)
+            bad = [name for name in sorted(recorded) if found.get(name) != recorded[name]]
             if not bad:
                 return
-            reason = f"{len(bad)} of {len(recorded)} arrays differ from their SHA-256 at save time (first: {bad[0]})"
+            reason = (f"{len(bad)} of {len(recorded)} files missing or changed since the save, by their SHA-256 "
+                      f"(first: {bad[0]})")
         raise CorruptCheckpointError(
             f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
             f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason)
@@ -169,17 +165,13 @@ class Checkpointer:
         self._manager.close()
 
 
-def leaf_sums(tree: Any) -> dict[str, str]:
-    """{leaf path: SHA-256 hex of its dtype, shape and bytes} for every array leaf whose value this process can
-    read whole (all of them on one host; replicated ones on several); others are left out."""
+def file_sums(step_dir: str | os.PathLike) -> dict[str, str]:
+    """{path relative to `step_dir`: SHA-256 hex of the file's bytes} for every file in it but `SUMS_FILE`."""
+    step_dir = Path(step_dir)
     sums = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
-            continue
-        value = np.ascontiguousarray(np.asarray(leaf))
-        digest = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
-        digest.update(value.tobytes())
-        sums[jax.tree_util.keystr(path)] = digest.hexdigest()
+    for f in sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != SUMS_FILE):
+        with open(f, "rb") as handle:
+            sums[f.relative_to(step_dir).as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
     return sums
 
 

@@ -3,6 +3,8 @@ and runs only the remaining steps, a corrupt checkpoint falls back to the previo
 import glob
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import flax.struct
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from dmdjax import files, loop
-from dmdjax.checkpoint import SUMS_FILE, CheckpointError, Checkpointer, CorruptCheckpointError, check_config, leaf_sums
+from dmdjax.checkpoint import SUMS_FILE, CheckpointError, Checkpointer, CorruptCheckpointError, check_config, file_sums
 
 
 @flax.struct.dataclass
@@ -110,16 +112,17 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypa
 
 
 def test_flipped_byte_is_caught_by_the_recorded_sha256(tmp_path):
-    """Orbax restores a flipped data byte without an error; the SHA-256 recorded at save time catches it."""
+    """Orbax restores a flipped data byte without an error; the SHA-256s recorded at save time catch it."""
     state = {"w": jnp.asarray(np.random.default_rng(1).standard_normal((64, 32)), jnp.float32),
              "b": jnp.arange(8.0)}
     ckpt = Checkpointer(tmp_path / "ckpt")
     ckpt.save(5, state)
     ckpt.wait()
-    assert json.loads((tmp_path / "ckpt" / "5" / SUMS_FILE).read_text()) == leaf_sums(state)
+    recorded = json.loads((tmp_path / "ckpt" / "5" / SUMS_FILE).read_text())
+    assert recorded == file_sums(tmp_path / "ckpt" / "5") and any("/d/" in name for name in recorded)
     _corrupt(tmp_path / "ckpt" / "5", "flipped byte")
-    with pytest.raises(CorruptCheckpointError, match=r"1 of 2 arrays differ from their SHA-256 at save time "
-                                                     r"\(first: \['w'\]\)\)\. Delete that one directory"):
+    with pytest.raises(CorruptCheckpointError, match=rf"1 of {len(recorded)} files missing or changed since the "
+                                                     r"save, by their SHA-256 \(first: default/.*d/\w+\)\)\. Delete"):
         Checkpointer(tmp_path / "ckpt").restore(state)
     (tmp_path / "ckpt" / "5" / SUMS_FILE).unlink()      # without the record (an older checkpoint): unverified
     restored = Checkpointer(tmp_path / "ckpt").restore(state)
@@ -252,3 +255,37 @@ def test_a_run_written_with_a_removed_config_field_still_resumes(tmp_path):
     check_config(path, {"teacher": {"steps": 8}, "distill_snapshots": [4, 8]})
     with pytest.raises(CheckpointError, match="differs in: teacher"):
         check_config(path, {"teacher": {"steps": 16}, "distill_snapshots": [4, 8]})
+
+
+_RESUME_CORRUPT = """
+import sys, warnings
+import jax.numpy as jnp, numpy as np
+sys.path.insert(0, {tests!r})
+from test_loop import Counter, _corrupt, _step_array
+from pathlib import Path
+from dmdjax import loop
+from dmdjax.checkpoint import Checkpointer
+warnings.simplefilter("default")
+noise = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+fresh = lambda: Counter(step=jnp.zeros((), jnp.int32), x=jnp.asarray(noise))      # run_loop donates the state
+run = lambda n, d: loop.run_loop(_step_array, fresh(), jnp.asarray(noise), num_steps=n,
+                                 ckpt=Checkpointer(d / "ckpt"), log_path=d / "log.jsonl", chunk=5, ckpt_every=5,
+                                 progress=False)
+for how in ("truncated data", "garbled _METADATA", "flipped byte"):
+    d = Path({tmp!r}) / how.replace(" ", "_")
+    run(20, d)
+    _corrupt(d / "ckpt" / "20", how)
+    run(30, d)
+"""
+
+
+def test_corrupt_checkpoint_resume_prints_one_warning_line_and_no_traceback(tmp_path):
+    """A user resuming after corruption sees one warning per corrupt step, not Orbax's or asyncio's tracebacks."""
+    script = _RESUME_CORRUPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr, out.stderr[-3000:]
+    warned = [line for line in lines if "checkpoint step 20 is corrupt" in line]
+    assert len(warned) == 3 and all("resuming from step 15 instead" in line for line in warned), out.stderr
+    assert len(lines) <= 6, out.stderr     # each warning: its line and the source line Python shows below it
