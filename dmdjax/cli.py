@@ -439,7 +439,7 @@ def check(cfg, args, configs_to_check: Sequence = (), work: Path | None = None):
 
 
 # Seconds per step of the paper MNIST ADM (C_base 64, 32x32), float32, batch 32, on a 2-core CPU; the source
-# measurement is in BUILD_NOTES.md ("Performance").
+# measurement is in docs/performance.md.
 _PAPER_ADM_S = {"teacher": 6.87, "generator": 17.66, "fake": 8.75}
 
 

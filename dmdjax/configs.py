@@ -1,6 +1,6 @@
 """Experiment presets as plain Python. Every experiment is the one pipeline (`dmdjax.pipeline.run`) with one
 of these configs; `paper` follows the paper's App. D, `cpu` is sized to show the phenomenon on a 2-core CPU.
-Costs of each preset are recorded in README.md / BUILD_NOTES.md.
+Costs of each preset are recorded in README.md / docs/performance.md.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def toy(dataset: str, preset: str = "cpu") -> Config:
 
     The paper gives lr 2e-6 for distillation and no teacher recipe; the teacher uses Adam 1e-3 (an MLP does not
     train at 2e-6) and keeps EDM's EMA of its weights, which Phi_K and DMD use (`EMA`). `cpu` distills at a larger
-    lr for fewer iterations (BUILD_NOTES.md has the evidence).
+    lr for fewer iterations (docs/design.md has the evidence).
     """
     from dmdjax.data.toy import DATASETS
     if dataset not in DATASETS:
@@ -53,7 +53,7 @@ PAPER_LR_SUM = 50_000 * 2e-6   # the paper's students: 50,000 DMD iterations at 
 
 def judge_after(lr: float) -> int:
     """`record.min_iterations` of a preset: the stop rule judges a student only after the paper's sum of learning
-    rates (a student's early copying phase can look converged for hundreds of iterations; BUILD_NOTES.md)."""
+    rates (a student's early copying phase can look converged for hundreds of iterations; docs/design.md)."""
     return round(PAPER_LR_SUM / lr)
 
 
@@ -83,7 +83,7 @@ def derive(cfg: Config, preset: Config, explicit=()) -> Config:
 
 
 # Convergence records of the cpu presets (`dmdjax.record`): sized so the periodic evaluation costs at most 15 %
-# of a student's wall time (BUILD_NOTES.md has the measurement).
+# of a student's wall time (docs/performance.md has the measurement).
 TOY_CPU_RECORD = RecordConfig(eval_every=200, n=250)
 MNIST_CPU_RECORD = RecordConfig(eval_every=25, n=200)
 
@@ -137,7 +137,7 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
                           eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD))
 
 
-TREND_LR = 1e-4          # the study's DMD learning rate (BUILD_NOTES: the learning-rate pilot)
+TREND_LR = 1e-4          # the study's DMD learning rate (docs/notebook.md: the learning-rate pilot)
 TREND_ITERATIONS = 2000  # the most DMD iterations per student: lr x iterations = 0.2 >= the paper's 50,000 x 2e-6 = 0.1
 
 

@@ -54,7 +54,7 @@ class StepConfig:
     dm_max_index: int = diffusion.DM_MAX_INDEX
     # The DM loss (Fig. 4) and the generator's other terms are computed where the generator updates, as DMD2 does.
     # True also computes them on the other gen_every - 1 iterations, for a 5x denser curve: two more network
-    # forwards (teacher, fake score) on each (their cost: BUILD_NOTES).
+    # forwards (teacher, fake score) on each (their cost: docs/performance.md).
     dm_loss_every_iteration: bool = False
     # Auxiliary terms (`TERMS`; the paper uses neither, Sec. 4.1.1). Off by default.
     gan: bool = False                # DMD2's GAN term (REFERENCE 1.7)
@@ -478,7 +478,7 @@ def make_step(model, cfg: StepConfig, key, label_dim: int = 0, sample_shape: tup
 
     The schedule is unrolled in Python rather than branched with `lax.cond` or scanned: XLA:CPU runs a
     convolution's backward pass inside a conditional ~15x and inside a loop ~7x slower than at the top level
-    (BUILD_NOTES.md). The arithmetic is identical to DMD2's `step % gen_every == 0` branching.
+    (docs/design.md). The arithmetic is identical to DMD2's `step % gen_every == 0` branching.
     """
     iteration = make_iteration(model, cfg, key, label_dim, sample_shape, mesh, sample)
 

@@ -1,4 +1,4 @@
-"""XLA:CPU tuning for the ADM (measurements: BUILD_NOTES.md "Performance"): which XLA:CPU ops go to YNNPACK, and
+"""XLA:CPU tuning for the ADM (measurements: docs/performance.md): which XLA:CPU ops go to YNNPACK, and
 how the host allocator hands XLA its buffers.
 
 Kernels: jaxlib 0.10 hands convolutions, dots, reductions and elementwise fusions to YNNPACK by default. On the

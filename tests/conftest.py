@@ -7,7 +7,7 @@ import pytest
 warnings.filterwarnings("ignore", module="jaxopt")
 
 # The suite is dominated by XLA compilation of small programs: compile with fewer LLVM passes (about 30 % less
-# wall time for the MNIST tests on 2 cores; BUILD_NOTES.md). Set before jax initialises its backend; a user's
+# wall time for the MNIST tests on 2 cores; docs/testing.md). Set before jax initialises its backend; a user's
 # XLA_FLAGS are kept. Subprocess tests that set their own XLA_FLAGS do not inherit this.
 _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):

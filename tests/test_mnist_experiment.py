@@ -124,7 +124,7 @@ def test_missing_mnist_files_name_the_flag(tmp_path, monkeypatch):
 def test_paper_preset_steps_trace_at_batch_2():
     """The paper's 31M-parameter UNet: one teacher step and one DMD iteration (with generator update), traced
     abstractly (`jax.eval_shape`: forward and backward passes with every shape and dtype, no XLA compile; compiling
-    them on a 2-core CPU takes minutes, measured in BUILD_NOTES and benchmarks/accelerator.py)."""
+    them on a 2-core CPU takes minutes, measured in docs/performance.md and benchmarks/accelerator.py)."""
     cfg = configs.mnist("paper")
     model = pipeline.build_model(cfg, None)
     x = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)

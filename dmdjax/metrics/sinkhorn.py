@@ -18,10 +18,10 @@ minimises <P, C> + eps KL(P | a x b), so at convergence
 
 an a-posteriori bound computed from the plan (`bias_bound`). If it exceeds `bias_tol` * <P, C> (default
 1e-3), eps is lowered and the solve continues from the current potentials (the accuracy against the exact
-E_OT, measured by the tests and benchmarks/metrics.py, is in BUILD_NOTES). The returned plan has one marginal exact and the other within
-`threshold`; that residual can move <P, C> slightly below E_OT (observed: > -2e-5 relative). Low-dimensional
-data (the 4-D toys: E_OT ~ 1/N of the cost range) would need 1e4-1e5 iterations: Sinkhorn then stops at
-`max_iterations` with converged = False; use the exact solver there.
+E_OT, measured by the tests and benchmarks/metrics.py, is in docs/performance.md). The returned plan has one
+marginal exact and the other within `threshold`; that residual can move <P, C> slightly below E_OT
+(observed: > -2e-5 relative). Low-dimensional data (the 4-D toys: E_OT ~ 1/N of the cost range) would need
+1e4-1e5 iterations: Sinkhorn then stops at `max_iterations` with converged = False; use the exact solver there.
 
 Dense mode: ott-jax `Sinkhorn` on the PointCloud's squared-Euclidean cost, materialised once as an ott
 `Geometry` (a PointCloud inside ott's while loop re-evaluates its cost every inner block: ~3x slower on CPU).

@@ -80,7 +80,7 @@ def transport_energies(teacher, student, *, method: str = "exact", epsilon: floa
                        max_passes: int = 3) -> TransportEnergies:
     """E_DT, E_OT, Delta_E and the OT assignment for paired samples (N, ...) x (N, ...), N >= 2 (Eq. 4-6).
 
-    method="exact": optimal permutation by linear assignment (O(N^3) worst case; timings in BUILD_NOTES);
+    method="exact": optimal permutation by linear assignment (O(N^3) worst case; timings in docs/performance.md);
         E_OT and E_DT in float64. Sinkhorn options ignored.
     method="sinkhorn": entropic OT, primal cost <P, C> (see `dmdjax.metrics.sinkhorn` for the schedule and its
         bias bound).
@@ -218,7 +218,7 @@ def pairing_inefficiency_ci(teacher, student, *, n_resamples: int = 100, level: 
     sample loses the student sample it would be transported to; bootstrap E_OT is biased upwards and its
     percentile interval can miss the estimate entirely (seen on clustered data). Half-samples contain no
     duplicates; only their spread is used. Its accuracy against the true spread over fresh draws is recorded in
-    BUILD_NOTES.md; in d = 2 it underestimates, so treat it as approximate there.
+    docs/design.md; in d = 2 it underestimates, so treat it as approximate there.
     Not covered: the finite-N bias (E_OT^(N) decreases with N, so Delta_E^(N) drifts with N, often by more
     than the SE); compare estimates at the same N (the paper uses N = 1000).
     Cost: n_resamples solves at N/2. Concrete inputs only. Non-finite replicates: see `PairingCI`.

@@ -142,7 +142,8 @@ class GroupNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         # Per-channel sums over the spatial axes, then over the channels of a group: reductions XLA:CPU runs
-        # ~2x faster (forward and backward) than one reduction over (H, W, C / G) of a 5-D view (BUILD_NOTES).
+        # ~2x faster (forward and backward) than one reduction over (H, W, C / G) of a 5-D view (docs/notebook.md,
+        # Issue 8).
         x32 = x.astype(jnp.float32)
         spatial = tuple(range(1, x.ndim - 1))
         n = np.prod(x.shape[1:-1]) * (c // g)
