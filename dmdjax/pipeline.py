@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmdjax import distill, evaluation, figures, files, loop, nets, parallel, record, report, teacher, tensorboard
+from dmdjax import summary as schema
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset
 from dmdjax.runconfig import Config, keys
@@ -237,21 +238,12 @@ def write_summary(cfg: Config, workdir: Path, summary: dict, t0: float, results_
     whether every snapshot has its student, `pending` lists the rest. Exported to `results_dir` when given.
     Every process returns the summary, process 0 writes it."""
     main = parallel.is_main()
-    clock = workdir / WALL_TIMES
-    done = {str(s): summary["snapshots"][str(s)] for s in cfg.snapshots() if str(s) in summary["snapshots"]}
-    summary = {**summary, "snapshots": done,                                       # by teacher step
-               "complete": len(done) == len(cfg.snapshots()),
-               "pending": [s for s in cfg.distill_order() if str(s) not in done]}
+    summary = schema.run_summary(summary, cfg.snapshots(), cfg.distill_order(), read_wall_times(workdir / WALL_TIMES),
+                                 time.perf_counter() - t0)
     curves = {f"teacher {s}": evaluation.dm_curve(workdir / f"student_{s}") for s in cfg.snapshots()
-              if str(s) in done and (workdir / f"student_{s}" / "metrics.jsonl").exists()}   # logs kept
-    report.run_figures(summary, workdir, curves, cfg.k_ref, draw=main)   # adds summary["teacher_quality"]
-    summary["table"] = {s: r["delta_e"] for s, r in done.items()}
-    summary["table_ci"] = {s: {k: r[k] for k in ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable",
-                                                 "delta_e_phi1", "delta_e_phi1_ci", "kappa_phi1", "converged")
-                               if k in r} for s, r in done.items()}
-    summary["total_wall_s"] = sum(read_wall_times(clock).values())
-    summary["total_wall_s_this_invocation"] = time.perf_counter() - t0
+              if str(s) in summary["snapshots"] and (workdir / f"student_{s}" / "metrics.jsonl").exists()}
     if main:
+        report.run_figures(summary, workdir, curves, cfg.k_ref)
         files.write_json(workdir / "results.json", summary)
         if results_dir is not None:
             export_results(workdir, results_dir)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +27,7 @@ from dmdjax.metrics.frechet import frechet_distance
 from dmdjax.nets import denoise_fn
 
 __all__ = ["SIGMA_GRID_SIZE", "frechet_scores", "heldout_edm_loss", "heldout_fit", "heldout_metrics",
-           "reference_images", "save_teacher_quality", "sigma_grid", "teacher_quality_figure", "teacher_quality_table"]
+           "reference_images", "sigma_grid", "teacher_quality_figure", "teacher_quality_table"]
 
 SIGMA_GRID_SIZE = 8
 EDM_LOSS_N = 256                   # test images in the held-out EDM loss (each at every grid sigma)
@@ -193,16 +192,3 @@ def teacher_quality_figure(table: dict, k_ref: int = 8):
     return fig
 
 
-def save_teacher_quality(summary: dict, workdir: Path, k_ref: int = 8, draw: bool = True) -> None:
-    """Pipeline hook for `run`: adds summary["teacher_quality"] and (with `draw`) draws
-    workdir/teacher_quality.png."""
-    table = teacher_quality_table(summary["snapshots"])
-    if not table:
-        return
-    summary["teacher_quality"] = table
-    if draw:
-        from dmdjax import figures
-        figures.save(teacher_quality_figure(table, k_ref), Path(workdir) / "teacher_quality.png")
-    clf = next((r["classifier"] for r in summary["snapshots"].values() if "classifier" in r), None)
-    if clf is not None:
-        summary["classifier_test_accuracy"] = clf["test_accuracy"]

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from dmdjax import figures, files, metrics, quality
+from dmdjax import summary as schema
 from dmdjax.data import Dataset
 from dmdjax.runconfig import Config
 
-__all__ = ["ci_text", "student_figures", "run_figures", "snapshot_table", "record_kappa", "readme_tables",
-           "update_readme"]
+__all__ = ["ci_text", "student_figures", "run_figures", "snapshot_table", "runs_table", "regime_table",
+           "readme_tables", "update_readme"]
 
 
 def ci_text(result: dict, suffix: str = "") -> str:
@@ -80,82 +81,17 @@ def _copying_figures(s: dict, stats: dict, train_images, outdir: Path, cfg: Conf
     figures.save(figures.histogram(stats["r"], f"r(Phi_{k}(z))"), outdir / "memorization.png")
 
 
-def run_figures(summary: dict, workdir: Path, curves: dict, k_ref: int, draw: bool = True) -> None:
-    """The run's figures over snapshots: DM loss of every student (Fig. 4), teacher quality (adds
-    summary["teacher_quality"]) and, with two or more students, Delta_E / kappa against teacher steps and quality.
-    `draw=False` only adds the summary's fields (multi-host: the processes other than 0)."""
+def run_figures(summary: dict, workdir: Path, curves: dict, k_ref: int) -> None:
+    """Draw the run's figures over snapshots: DM loss of every student (Fig. 4), the teacher's quality
+    (`summary["teacher_quality"]`, from `summary.run_summary`) and, with two or more students, Delta_E / kappa
+    against teacher steps and quality."""
     workdir = Path(workdir)
-    quality.save_teacher_quality(summary, workdir, k_ref, draw)
-    if not draw:
-        return
+    if "teacher_quality" in summary:
+        figures.save(quality.teacher_quality_figure(summary["teacher_quality"], k_ref), workdir / "teacher_quality.png")
     figures.save(figures.dm_loss_curves(curves), workdir / "dm_loss.png")
     if len(summary["snapshots"]) > 1:
         figures.save(figures.copying_trend(summary["snapshots"], summary.get("teacher_quality")),
                      workdir / "trend.png")
-
-
-def _ci(value, ci, digits: int = 3) -> str:
-    return f"{value:.{digits}g} [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
-
-
-def record_kappa(rows: list[dict]) -> tuple[float, float, float, int] | None:
-    """(mean, min, max, count) of kappa over the second half of a convergence record (rows with step >= half the
-    last step): how far a student that has not converged still swings. None without rows."""
-    if not rows:
-        return None
-    last = max(r["step"] for r in rows)
-    kappas = np.array([r["kappa"] for r in rows if r["step"] >= last / 2], dtype=float)
-    return float(kappas.mean()), float(kappas.min()), float(kappas.max()), len(kappas)
-
-
-HEAD = ("teacher steps", "held-out EDM loss", "Delta_E(Phi_8, G) [95 % CI]", "kappa [95 % CI]", "Delta_E(Phi_8, Phi_1)",
-        "floor Delta_E(Phi_8, Phi_32)", "W2 G / floor / Phi_1", "W2 Phi_8 to data / data floor", "FD G / Phi_8",
-        "kappa at the paper's sum of lr (iteration) [95 % CI]", "converged (iterations)",
-        "kappa, 2nd half of record: mean [min, max]")
-
-
-def paper_lr_sum_row(rows: list[dict], summary: dict) -> dict | None:
-    """The record row at the iteration where the student's learning rates add up to the paper's (50,000 x 2e-6;
-    `configs.judge_after`), or None (no config, no record, or the student stopped earlier)."""
-    lr = summary.get("config", {}).get("distill", {}).get("lr_gen")
-    if not lr or not rows:
-        return None
-    from dmdjax.configs import judge_after
-    return next((r for r in rows if r["step"] == judge_after(lr)), None)
-
-
-def snapshot_rows(summary: dict, run_dir: Path | None = None) -> list[list[str]]:
-    """The cells of `snapshot_table`, one list per teacher snapshot (columns `HEAD`)."""
-    rows = []
-    for step, r in sorted(summary["snapshots"].items(), key=lambda kv: int(kv[0])):
-        loss = r.get("teacher_quality", {}).get("heldout_edm_loss")
-        loss = loss["loss"] if isinstance(loss, dict) else loss
-        floor = r.get("teacher_floor_phi_32")
-        fit = r.get("fit", {})
-        fd, tf = r.get("frechet", {}), r.get("teacher_fit", {})
-        k = r.get("k_ref", 8)
-        conv = r.get("convergence", {})
-        cells = [
-            str(step),
-            "" if loss is None else f"{loss:.4f}",
-            _ci(r["delta_e"], r["delta_e_ci"]),
-            _ci(r["kappa"], r["kappa_ci"], 2) + ("" if r.get("kappa_reliable", True) else " (unreliable)"),
-            _ci(r["delta_e_phi1"], r["delta_e_phi1_ci"]),
-            "" if floor is None else _ci(floor["delta_e"], floor["delta_e_ci"]),
-            " / ".join(f"{fit[key]:.2f}" for key in ("w2_student", "w2_teacher_floor", "w2_phi1") if key in fit),
-            " / ".join(f"{tf[key]:.2f}" for key in ("w2_teacher_data", "w2_data_floor") if key in tf),
-            " / ".join(f"{fd[key]:.1f}" for key in ("g", f"phi_{k}") if key in fd),
-        ]
-        rec = [] if run_dir is None else files.read_lines(Path(run_dir) / f"student_{step}" / "record.jsonl")
-        at = paper_lr_sum_row(rec, summary)
-        cells.append("" if at is None else f"{at['kappa']:.2f} ({at['step']}) [{at['kappa_ci'][0]:.2f}, "
-                                           f"{at['kappa_ci'][1]:.2f}]")
-        cells.append(f"{'yes' if r.get('converged') else 'no'} ({conv.get('iterations', '?')})"
-                     if "converged" in r else "")
-        swing = record_kappa(rec)
-        cells.append("" if swing is None else f"{swing[0]:.2f} [{swing[1]:.2f}, {swing[2]:.2f}] ({swing[3]} evals)")
-        rows.append(cells)
-    return rows
 
 
 def markdown_table(head: Sequence[str], rows: list[list[str]]) -> str:
@@ -166,59 +102,41 @@ def markdown_table(head: Sequence[str], rows: list[list[str]]) -> str:
 
 
 def snapshot_table(summary: dict, run_dir: Path | None = None) -> str:
-    """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot:
-    held-out teacher loss, Delta_E and kappa of G with 95 % intervals, Delta_E of Phi_1, the teacher's floor
-    Delta_E(Phi_K, Phi_32), W2 of G / the teacher's floor / Phi_1, point data: W2 of Phi_K to fresh data / the
-    data's floor, FD of G / Phi_K, whether the student converged
-    (after how many iterations) and, from run_dir/student_<s>/record.jsonl, kappa over the second half of its
-    convergence record (`record_kappa`); columns no row has are left out. README's result tables are these (a
-    test compares them)."""
-    return markdown_table(HEAD, snapshot_rows(summary, run_dir))
+    """A run's results.json (`pipeline.run`'s summary) as a Markdown table, one row per teacher snapshot and one
+    column per `dmdjax.summary.COLUMNS` entry (the records read from run_dir/student_<s>/record.jsonl); columns no
+    row has are left out. The results pages' tables are these (a test compares them)."""
+    return markdown_table([c.head for c in schema.COLUMNS], schema.student_cells(summary, run_dir))
 
 
 def runs_table(runs: Sequence[tuple[str, dict, Path | None]]) -> str:
     """Several runs' summaries in one table (`snapshot_table` with a first column naming the run): e.g. the toys,
     one results directory each."""
-    rows = [[label, *cells] for label, summary, run_dir in runs for cells in snapshot_rows(summary, run_dir)]
-    return markdown_table(("run", *HEAD), rows)
-
-
-REGIME_HEAD = ("arm", "snapshot", "teacher weights", "DMD lr", "iterations (S)", "kappa at S = 0.05",
-               "kappa at S = 0.1 (or last)", "kappa final", "Delta_E final", "covered last / max", "FD G / Phi_8",
-               "converged")
+    rows = [[label, *cells] for label, summary, run_dir in runs for cells in schema.student_cells(summary, run_dir)]
+    return markdown_table(("run", *(c.head for c in schema.COLUMNS)), rows)
 
 
 def regime_table(summary: dict) -> str:
     """The regime study's results.json (`studies.run_regime`: an `arms` list) as a Markdown table, one row per
-    student: kappa against the sum of learning rates S (0.05, the paper's 0.1 or the arm's last), final kappa and
-    Delta_E with 95 % intervals, covered, Frechet distances, the convergence verdict."""
-    rows = []
-    for r in summary["arms"]:
-        at = r["kappa_at_sum"].get("0.05")
-        matched = r["matched_at"]
-        fd = "" if r.get("fd_g") is None else f"{r['fd_g']:.1f} / {r['fd_phi8']:.1f}"
-        covered = "" if r.get("covered") is None else f"{r['covered']:.2f} / {r['covered_max']:.2f}"
-        rows.append([
-            r["name"] + (f" (weight {r['regression_weight']:g})" if r.get("regression_weight") else ""),
-            str(r["teacher_steps"]), "EMA" if r["teacher_ema"] else "raw", f"{r['lr']:g}",
-            f"{r['iterations']} ({r['lr_sum']:.3g})", "" if at is None else _ci(at["kappa"], at["kappa_ci"], 2),
-            "" if matched is None else f"{_ci(r['kappa_matched'], r['kappa_matched_ci'], 2)} at S = "
-                                       f"{matched['lr_sum']:.3g}",
-            _ci(r["kappa_final"], r["kappa_final_ci"], 2), _ci(r["delta_e"], r["delta_e_ci"]), covered, fd,
-            "yes" if r.get("converged") else "no"])
-    return markdown_table(REGIME_HEAD, rows)
+    student (`dmdjax.summary.REGIME_COLUMNS`): kappa against the sum of learning rates S, final kappa and Delta_E
+    with 95 % intervals, covered, Frechet distances, the convergence verdict."""
+    return markdown_table([c.head for c in schema.REGIME_COLUMNS], schema.regime_cells(summary))
 
 
 TABLE_BEGIN, TABLE_END = "<!-- table: {} -->", "<!-- /table -->"
 
 
-def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]:
-    """{experiment: (table in README, table from results_root/<experiment>/results.json)} for every
-    `<!-- table: <experiment> -->` ... `<!-- /table -->` block of README's text."""
+def readme_tables(readme: str, results_root: Path,
+                  generated: dict[str, Callable[[Path], str]] | None = None) -> dict[str, tuple[str, str]]:
+    """{experiment: (table in the page, table from results_root/<experiment>/results.json)} for every
+    `<!-- table: <experiment> -->` ... `<!-- /table -->` block of a page's text (README or a results page);
+    a name in `generated` is made by its function of `results_root` instead."""
     out = {}
     for chunk in readme.split(TABLE_BEGIN.split("{}")[0])[1:]:
         name, rest = chunk.split(" -->", 1)
         text = rest.split(TABLE_END, 1)[0].strip()
+        if name in (generated or {}):
+            out[name] = (text, generated[name](Path(results_root)))
+            continue
         dirs = [Path(results_root) / part for part in name.split("+")]   # "a+b": one table of several runs
         summaries = [json.loads((d / "results.json").read_text()) for d in dirs]
         if "arms" in summaries[0]:                 # a regime study (`studies.run_regime`)
@@ -229,10 +147,11 @@ def readme_tables(readme: str, results_root: Path) -> dict[str, tuple[str, str]]
     return out
 
 
-def update_readme(readme_path: Path, results_root: Path) -> list[str]:
-    """Rewrite README's marked tables from the committed results; returns the experiments whose table changed."""
+def update_readme(readme_path: Path, results_root: Path,
+                  generated: dict[str, Callable[[Path], str]] | None = None) -> list[str]:
+    """Rewrite a page's marked tables from the committed results; returns the experiments whose table changed."""
     text = Path(readme_path).read_text()
-    tables = readme_tables(text, results_root)
+    tables = readme_tables(text, results_root, generated)
     changed = [name for name, (old, new) in tables.items() if old != new]
     for name in changed:
         begin = TABLE_BEGIN.format(name)

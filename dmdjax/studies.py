@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from dmdjax import configs, evaluation, figures, files, loop, metrics, parallel, pipeline
+from dmdjax import summary as schema
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
 from dmdjax.record import read_record
@@ -150,13 +151,6 @@ def final_result(summary: dict) -> dict:
     return summary["snapshots"][str(max(int(s) for s in summary["snapshots"]))]
 
 
-def _row(res: dict) -> dict:
-    keep = ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable", "e_dt", "e_ot", "delta_e_phi1",
-            "delta_e_phi1_ci", "kappa_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean", "final_dm_loss",
-            "distill_wall_s", "converged")
-    return {**{k: res[k] for k in keep if k in res}, **res.get("fit", {})}
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Studies.
 
@@ -179,7 +173,7 @@ def run_ablation(datasets, preset: str, workdir, make_data: Callable, tweak: Cal
             if variant != "plain":
                 share_teacher(workdir / dataset / "plain", sub)
             summary = pipeline.run(with_variant(base, variant, regression_weight), data, sub, mesh, progress)
-            rows[variant] = _row(final_result(summary))
+            rows[variant] = schema.study_row(final_result(summary))
         plain = rows["plain"]["delta_e"]
         for row in rows.values():   # undefined (null, not NaN) when plain DMD copies exactly (Delta_E = 0)
             row["delta_e_over_plain"] = row["delta_e"] / plain if plain > 0 else None
@@ -253,7 +247,7 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
     dm_step, dm_loss = loop.read_series(outdir / "metrics.jsonl", "dm_loss")
     out = {key: [r[key] for r in rows] for key in rows[0]}
     out.update(delta_e_to_final=to_final, dm_step=dm_step.tolist(), dm_loss=dm_loss.tolist(),
-               every=every, final=_row(final_result(summary)))
+               every=every, final=schema.study_row(final_result(summary)))
     return out
 
 
@@ -292,7 +286,7 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
             if (dim, w) not in rows:
                 summary = pipeline.run(cfg, toy_dataset(dataset, dim, embed_seed), workdir / dataset / f"R{dim}_w{w}",
                                        mesh, progress)
-                rows[(dim, w)] = {"dim": dim, "width": w, **_row(final_result(summary))}
+                rows[(dim, w)] = {"dim": dim, "width": w, **schema.study_row(final_result(summary))}
             if width is None:
                 by_dim.setdefault(dataset, []).append(rows[(dim, w)])
             else:
@@ -319,43 +313,6 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
 
 # ----------------------------------------------------------------------------------------------------------
 # The regime study: which difference from the paper's setting turns a remapping student into a copying one.
-
-REGIME_SUMS = (0.02, 0.05, 0.1)   # sums of DMD learning rates at which kappa is read from the record
-
-
-def kappa_at_sum(rows: list[dict], lr: float, lr_sum: float) -> dict | None:
-    """The record row at the iteration where lr x iterations = lr_sum, or None when the record has none there."""
-    step = round(lr_sum / lr)
-    return next((r for r in rows if r["step"] == step), None)
-
-
-def regime_row(arm: str, factor: str, cfg: Config, student: dict, rows: list[dict], peak_rss_gib: float | None
-               ) -> dict:
-    """One student of the regime study as results.json's `arms` list holds it (kappa_matched: at the paper's sum
-    of learning rates 0.1 when the record reaches it, else at the record's last row, `matched_at` says which)."""
-    lr = cfg.distill.lr_gen
-    iterations = student.get("convergence", {}).get("iterations", cfg.distill.iterations)
-    matched = kappa_at_sum(rows, lr, configs.PAPER_LR_SUM) or (rows[-1] if rows else None)
-    frechet = student.get("frechet", {})
-    return {"name": arm, "factor": factor, "teacher_steps": student["teacher_steps"],
-            "teacher_ema": cfg.teacher.ema and cfg.teacher.distill_ema, "lr": lr, "iterations": iterations,
-            "lr_sum": lr * iterations, "warmup": cfg.distill.warmup,
-            "regression_weight": cfg.distill.regression_weight,
-            "kappa_matched": None if matched is None else matched["kappa"],
-            "kappa_matched_ci": None if matched is None else matched["kappa_ci"],
-            "matched_at": None if matched is None else {"step": matched["step"], "lr_sum": lr * matched["step"]},
-            "kappa_at_sum": {str(s): (lambda r: None if r is None else {"kappa": r["kappa"], "kappa_ci": r["kappa_ci"]})(
-                kappa_at_sum(rows, lr, s)) for s in REGIME_SUMS},
-            "kappa_final": student["kappa"], "kappa_final_ci": student["kappa_ci"],
-            "delta_e": student["delta_e"], "delta_e_ci": student["delta_e_ci"],
-            "covered": rows[-1].get("covered") if rows else None,
-            "covered_max": max((r.get("covered") or 0.0 for r in rows), default=None),
-            "fd_g": frechet.get("g"), "fd_phi8": frechet.get("phi_8"),
-            "frac_g_closer_than_phi1": student.get("frac_g_closer_than_phi1"),
-            "converged": student.get("converged"),
-            "wall_s": student.get("distill_wall_s", 0.0) + student.get("evaluate_wall_s", 0.0),
-            "peak_rss_gib": peak_rss_gib}
-
 
 def regime_arm_dir(arm: str, seed: int | None = None) -> str:
     """An arm's run directory name: the arm, with `-seed<k>` for another DMD seed (a control, arm e)."""
@@ -433,7 +390,7 @@ def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
                     pending.append(f"{d.name}/{snap}")
                     continue
                 rec = read_record(d / f"student_{snap}" / "record.jsonl")
-                rows.append({**regime_row(d.name, factor, cfg, student, rec, peak), "distill_seed": cfg.student_seed()})
+                rows.append({**schema.regime_row(d.name, factor, cfg, student, rec, peak), "distill_seed": cfg.student_seed()})
                 records.setdefault(snap, {})[d.name] = (cfg.distill.lr_gen, rec)
     teacher_wall = pipeline.read_wall_times(workdir / pipeline.WALL_TIMES).get("teacher", 0.0)
     result = {"config": base.to_dict(), "teacher_wall_s": teacher_wall, "arms": rows, "pending": pending,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 
-__all__ = ["VERDICTS", "RULE", "points", "trend_test"]
+__all__ = ["VERDICTS", "RULE", "points", "trend_test", "claims_page", "glance_table"]
 
 VERDICTS = ("reproduced", "reproduced qualitatively", "not reproduced", "inconclusive")
 RULE = ("reproduced qualitatively: p < alpha and every run's latest-minus-earliest interval below 0; not reproduced: "
@@ -140,21 +140,22 @@ def _regime_verdict(found: list[tuple[str, dict]], claimed: str) -> str:
     return "inconclusive"
 
 
-# (claim, paper's section, paper's number, claimed regime, EMA-protocol students, raw-weight students)
+# (claim, paper's section, paper's number, claimed regime, EMA-protocol students, raw-weight students, results page)
 CLAIMS = [
     ("the latest teacher's student copies", "Sec. 4.2, Table 1", "Delta_E 0.0367 at 8192 steps", "copies",
      [("seed 0", "mnist_regime/ema", "8192"), ("seed 1", "mnist_regime/ema-seed1", "8192")],
-     [("seed 0", "mnist_trend", "8192"), ("seed 1", "mnist_trend_seed1", "8192")]),
+     [("seed 0", "mnist_trend", "8192"), ("seed 1", "mnist_trend_seed1", "8192")], "mnist_regime"),
     ("an early teacher's student remaps", "Sec. 4.2, Table 1", "Delta_E 1.05 at 1024 steps", "remaps",
      [("512 steps", "mnist_regime/ema", "512")],
-     [("512 steps, seed 0", "mnist_trend", "512"), ("512 steps, seed 1", "mnist_trend_seed1", "512")]),
+     [("512 steps, seed 0", "mnist_trend", "512"), ("512 steps, seed 1", "mnist_trend_seed1", "512")],
+     "mnist_regime"),
     ("conditional students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",
-     [], [("seed 0", "mnist_trend_cond", "8192"), ("seed 1", "mnist_trend_cond_seed1", "8192")]),
+     [], [("seed 0", "mnist_trend_cond", "8192"), ("seed 1", "mnist_trend_cond_seed1", "8192")], "mnist_trend_cond"),
     ("MLP-manifold students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",
-     [], [("1024 steps", "manifold_cpu", "1024")]),
+     [], [("1024 steps", "manifold_cpu", "1024")], "manifold_cpu"),
     ("toy students in R^4 remap", "Sec. 3.3, Fig. 2", "chessboard Delta_E 8.55", "remaps",
      [], [("chessboard", "chessboard_control", "4000"), ("moons", "toy_moons", "4000"),
-          ("gmm", "toy_gmm", "4000")]),
+          ("gmm", "toy_gmm", "4000")], "toy"),
 ]
 
 
@@ -164,7 +165,7 @@ def claims_page(results_root: str | Path) -> str:
     and the evidence; then the teacher-length trend tests (`trend_test`)."""
     root = Path(results_root)
     rows = []
-    for claim, where, paper, claimed, ema, raw in CLAIMS:
+    for claim, where, paper, claimed, ema, raw, _ in CLAIMS:
         found_ema, found_raw = _students(root, ema), _students(root, raw)
         cell = lambda found: "<br>".join(_student(l, r) for l, r in found) or "not run yet"
         evidence = sorted({f"results/{f.split('/')[0]}" for _, f, _ in ema + raw})
@@ -208,3 +209,32 @@ def claims_page(results_root: str | Path) -> str:
         *tests,
         "",
     ])
+
+
+# (claim, paper's section, paper's numbers, the EMA study, the raw-weight study): their trend_test.json
+TREND_CLAIM = ("copying grows with teacher length", "Sec. 4.2, Table 1", "Delta_E 1.05 / 0.389 / 0.237 / 0.0367 at "
+               "1024..8192 steps", "mnist_trend_ema", "mnist_trend")
+
+
+def glance_table(results_root: str | Path) -> str:
+    """README's results at a glance: per claim the paper's number, dmdjax's kappa (95 % interval) per student
+    under the EMA protocol, the verdict (and the raw-weight protocol's), the results page; then the trend test
+    of the EMA study (`trend_test.json`)."""
+    root = Path(results_root)
+    kappa = lambda r: f"{_fmt(r['kappa'])} [{_fmt(r['kappa_ci'][0])}, {_fmt(r['kappa_ci'][1])}]"
+    rows = []
+    for claim, where, paper, claimed, ema, raw, page in CLAIMS:
+        found_ema, found_raw = _students(root, ema), _students(root, raw)
+        cell = "; ".join(f"{label} {kappa(r)}" for label, r in found_ema) or "not run yet"
+        rows.append(f"| {claim} ({where}) | {paper} | {cell} | {_regime_verdict(found_ema, claimed)} "
+                    f"({_regime_verdict(found_raw, claimed)}) | [{page}](results/{page}/README.md) |")
+    claim, where, paper, page, raw_page = TREND_CLAIM
+    test = lambda run: (json.loads((root / run / "trend_test.json").read_text())["tests"]["kappa"]
+                        if (root / run / "trend_test.json").exists() else None)
+    t, raw = test(page), test(raw_page)
+    if t:
+        rows.append(f"| {claim} ({where}) | {paper} | Spearman's rho {_fmt(t['spearman_rho'])}, permutation p = "
+                    f"{_fmt(t['p_value'])} ({t['n_points']} students) | {t['verdict']} "
+                    f"({raw['verdict'] if raw else 'pending'}) | [{page}](results/{page}/README.md) |")
+    return "\n".join(["| claim (paper) | paper | dmdjax, EMA protocol: kappa [95 % CI] | verdict (raw weights) | results |",
+                      "|---|---|---|---|---|", *rows])

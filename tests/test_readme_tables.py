@@ -1,17 +1,39 @@
-"""README's result tables are the committed evidence: each `<!-- table: X -->` block equals the table generated
-from results/X/results.json (`python tools/readme_tables.py` regenerates them)."""
+"""README's and the results pages' tables are the committed evidence: each `<!-- table: X -->` block equals the
+table generated from results/X/results.json (`python tools/readme_tables.py` regenerates them)."""
 import json
+import re
 from pathlib import Path
 
+import pytest
+
 from dmdjax import report
+from tools import readme_tables
 
 REPO = Path(__file__).resolve().parents[1]
+PAGES = [p.relative_to(REPO) for p in readme_tables.pages()]
 
 
-def test_readme_tables_match_the_committed_results():
-    tables = report.readme_tables((REPO / "README.md").read_text(), REPO / "results")
-    for name, (in_readme, from_results) in tables.items():
-        assert in_readme == from_results, f"README's {name} table differs from results/{name}: run tools/readme_tables.py"
+@pytest.mark.parametrize("page", PAGES, ids=str)
+def test_page_tables_match_the_committed_results(page):
+    tables = report.readme_tables((REPO / page).read_text(), REPO / "results", readme_tables.GENERATED)
+    for name, (in_page, from_results) in tables.items():
+        assert in_page == from_results, f"{page}'s {name} table differs from results/: run tools/readme_tables.py"
+
+
+def test_every_results_section_has_its_page_and_readme_stays_a_front_page():
+    """README is a front page (<= 15 KB, the quick start and results at a glance in its first 80 lines); each
+    results page it links exists, and every relative link of README, docs/ and the results pages resolves."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) <= 15_000
+    head = "\n".join(readme.splitlines()[:80])
+    assert "## Quick start" in head and "<!-- table: claims -->" in head and "results/VERDICTS.md" in head
+    assert all(t in {"claims"} for t in report.readme_tables(readme, REPO / "results", readme_tables.GENERATED))
+    docs = [REPO / "README.md", REPO / "BUILD_NOTES.md", *sorted((REPO / "docs").glob("*.md")),
+            *[REPO / p for p in PAGES], REPO / "results" / "VERDICTS.md"]
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target:
+                assert (doc.parent / target).exists(), f"{doc.relative_to(REPO)} links to missing {target}"
 
 
 def test_table_rows_follow_the_results(tmp_path):
@@ -95,8 +117,8 @@ def test_the_regime_verdict_follows_the_committed_students():
     seed1 = arms[("ema-seed1", 8192)]
     assert seed1["distill_seed"] == 1 and seed1["converged"] and seed1["iterations"] == 1000
     assert f"kappa {seed1['kappa_final']:.3f} [{seed1['kappa_final_ci'][0]:.3f}, {seed1['kappa_final_ci'][1]:.3f}]" \
-        in " ".join((REPO / "README.md").read_text().split())
-    readme = (REPO / "README.md").read_text()
+        in " ".join((REPO / "results" / "mnist_regime" / "README.md").read_text().split())
+    readme = (REPO / "results" / "mnist_regime" / "README.md").read_text()
     for run, kappas in (("mnist_trend", "0.83 [0.81, 0.85]"), ("mnist_trend_seed1", "0.67 [0.65, 0.69]")):
         r = json.loads((REPO / "results" / run / "student_8192" / "results.json").read_text())
         assert f"{r['kappa']:.2f} [{r['kappa_ci'][0]:.2f}, {r['kappa_ci'][1]:.2f}]" == kappas and kappas in readme
