@@ -114,6 +114,7 @@ def evaluate(cfg: Config, data: Dataset, model, teacher_params, gen_params, outd
         "fit": {"w2_student": w2(g), "w2_teacher_floor": w2(ref), "w2_phi1": w2(s["phi_1"][:n])},
         "dist_phi1_ref_mean": float(np.mean(dist_1[:n])), "dist_g_ref_mean": float(np.mean(dist_g[:n])),
         "frac_g_closer_than_phi1": float(np.mean(dist_g[:n] < dist_1[:n])),
+        "dist_g_phi1_mean": float(np.mean(np.linalg.norm(flat(s["g"][:n]) - flat(s["phi_1"][:n]), axis=1))),
         "final_dm_loss": float(np.mean(dm_loss[-tail:])),
         "k_ref": cfg.k_ref, "n": n,
     }

@@ -22,7 +22,7 @@ __all__ = ["Column", "COLUMNS", "REGIME_COLUMNS", "CI_KEYS", "STUDY_KEYS", "REGI
 CI_KEYS = ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable", "delta_e_phi1", "delta_e_phi1_ci",
            "kappa_phi1", "converged")
 STUDY_KEYS = ("delta_e", "delta_e_ci", "kappa", "kappa_ci", "kappa_reliable", "e_dt", "e_ot", "delta_e_phi1",
-              "delta_e_phi1_ci", "kappa_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean",
+              "delta_e_phi1_ci", "kappa_phi1", "dist_phi1_ref_mean", "dist_g_ref_mean", "dist_g_phi1_mean",
               "final_dm_loss", "distill_wall_s", "converged")
 REGIME_SUMS = (0.02, 0.05, 0.1)   # sums of DMD learning rates at which the regime study reads kappa
 
@@ -165,6 +165,10 @@ def _swing(_, ctx: Context) -> str:
     return "" if swing is None else f"{swing[0]:.2f} [{swing[1]:.2f}, {swing[2]:.2f}] ({swing[3]} evals)"
 
 
+def _moved(r: dict, _) -> str:
+    return "" if r.get("dist_g_phi1_mean") is None else f"{r['dist_g_phi1_mean']:.2f}"
+
+
 COLUMNS = (
     Column("teacher steps", lambda r, ctx: ctx.step),
     Column("held-out EDM loss", _heldout_loss),
@@ -176,6 +180,7 @@ COLUMNS = (
     Column("W2 G / floor / Phi_1", _joined("fit", ("w2_student", "w2_teacher_floor", "w2_phi1"), ".2f")),
     Column("W2 Phi_8 to data / data floor", _joined("teacher_fit", ("w2_teacher_data", "w2_data_floor"), ".2f")),
     Column("FD G / Phi_8", _frechet),
+    Column("mean ||G - Phi_1||", _moved),
     Column("kappa at the paper's sum of lr (iteration) [95 % CI]", _at_paper_sum),
     Column("converged (iterations)", _converged),
     Column("kappa, 2nd half of record: mean [min, max]", _swing),

@@ -46,6 +46,11 @@ def test_table_rows_follow_the_results(tmp_path):
     lines = report.snapshot_table(summary).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| 512 | 0.2000 | 1.2 [0.4, 0.6]") and "yes (900)" in lines[2]
     assert lines[3].startswith("| 8192 |") and "no (2000)" in lines[3] and "6.50 / 6.00 / 20.00" in lines[3]
+    assert "mean ||G - Phi_1||" not in lines[0]               # a column no student has is left out ...
+    moved = {**summary, "snapshots": {**summary["snapshots"], "8192": {**snap, "dist_g_phi1_mean": 3.25}}}
+    head, _, _, late = report.snapshot_table(moved).splitlines()   # ... and shown once one has it
+    column = head.split(" | ").index("mean ||G - Phi_1||")
+    assert late.split(" | ")[column] == "3.25"
     (tmp_path / "x" / "student_8192").mkdir(parents=True)
     (tmp_path / "x" / "results.json").write_text(json.dumps(summary))
     record = [{"step": t, "kappa": k} for t, k in ((0, 0.0), (100, 0.1), (200, 0.9), (300, 0.3), (400, 0.6))]

@@ -68,6 +68,8 @@ def test_outputs(reference_run):
     samples = np.load(workdir / "student_60" / "samples.npz")
     assert floor["delta_e"] == pytest.approx(float(metrics.pairing_inefficiency(samples["phi_8"], samples["phi_32"])))
     assert floor["delta_e_ci"][0] <= floor["delta_e"] <= floor["delta_e_ci"][1]
+    moved = np.linalg.norm(samples["g"] - samples["phi_1"], axis=-1).mean()     # how far G moved from Phi_1
+    assert snap["dist_g_phi1_mean"] == pytest.approx(float(moved), rel=1e-5) and moved > 0
     for png in ("pairing.png", "heatmap.png", "dm_loss.png", "convergence.png"):
         assert (workdir / "student_60" / png).stat().st_size > 1000
     log = loop.read_log(workdir / "student_60" / "metrics.jsonl")
