@@ -216,6 +216,7 @@ def test_help_shows_defaults_and_presets():
     assert "presets:\n  cpu: ADM 16x16 C32" in text and "paper: ADM 32x32 C64" in text and "50000 iterations" in text
 
 
+@pytest.mark.slow
 def test_the_promised_command_starts_with_the_cpu_preset(tmp_path, shared_dir):
     """`python experiments/mnist_uncond.py --teacher_steps=8192` on this CPU-only host: the first line says cpu."""
     proc = subprocess.Popen(

@@ -84,6 +84,7 @@ def test_load_teacher_from_export_then_phi_1(edm, tmp_path):
     np.testing.assert_allclose(phi_1, io["denoised"][i:i + 1].transpose(0, 2, 3, 1), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_experiment_end_to_end_and_resume(tiny_npz, tmp_path, monkeypatch):
     """export -> convert -> two DMD iterations (each a generator and a fake-score update) -> Phi_1/8/32 and G on
     the shared noises -> Delta_E. The paper preset with a generator update every iteration and no lr warm-up:

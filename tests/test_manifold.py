@@ -62,6 +62,7 @@ TINY = dict(img_resolution=8, in_channels=1, label_dim=10, model_channels=16, ch
             attn_resolutions=[], dropout=0.0)
 
 
+@pytest.mark.slow
 def test_tiny_conditional_run(tmp_path):
     cfg = configs.override(configs.manifold("cpu"), **{
         "net_kwargs": TINY, "teacher.steps": 2, "teacher.ckpt_every": 2,
@@ -86,6 +87,7 @@ def test_image_dataset_rejects_bad_input():
         image_dataset("x", np.zeros((4, 8, 8, 1)), np.zeros(3))
 
 
+@pytest.mark.slow
 def test_conditional_figures_from_runs(tmp_path):
     """Fig. 8-10 from finished runs (experiments/conditional_figures.py) on a hand-made run directory."""
     from experiments import conditional_figures

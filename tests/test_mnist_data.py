@@ -161,6 +161,7 @@ def test_tfds_data_dir_variable_is_honoured(prepared, monkeypatch, no_env):
     assert mnist.tfds_data_dir() == data_dir.parent / "ours"
 
 
+@pytest.mark.slow
 @needs_files
 def test_loads_from_the_original_files_without_tensorflow(shared_dir, tmp_path):
     """With `import tensorflow` failing, train and test are prepared from the original files into a fresh TFDS

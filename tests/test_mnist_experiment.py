@@ -32,6 +32,7 @@ def synthetic_images(cfg):
                             sample=lambda k, n, c: (c[jax.random.randint(k, (n,), 0, 64)], None))
 
 
+@pytest.mark.slow
 def test_snapshot_chaining_student_starts_at_phi_1(tmp_path):
     cfg = tiny_config()
     data = synthetic_images(cfg)
@@ -51,6 +52,7 @@ def mnist_dir(shared_dir):
     return str(shared_dir / "data" / "mnist")
 
 
+@pytest.mark.slow
 def test_tiny_mnist_run_end_to_end_and_resume(tmp_path, mnist_dir, monkeypatch):
     monkeypatch.setenv("DMDJAX_TFDS_DIR", str(tmp_path / "tfds"))
     cfg = tiny_config()
@@ -121,6 +123,7 @@ def test_missing_mnist_files_name_the_flag(tmp_path, monkeypatch):
         mnist_uncond.main([f"--workdir={tmp_path / 'w'}", f"--mnist_dir={tmp_path}", "--quiet"])
 
 
+@pytest.mark.slow
 def test_paper_preset_steps_trace_at_batch_2():
     """The paper's 31M-parameter UNet: one teacher step and one DMD iteration (with generator update), traced
     abstractly (`jax.eval_shape`: forward and backward passes with every shape and dtype, no XLA compile; compiling

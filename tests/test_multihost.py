@@ -219,6 +219,7 @@ def launches():
         launch.kill()
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_and_resume_after_kill(tmp_path, launches):
     t0 = time.monotonic()
     cache = tmp_path / "jax_cache"     # the persistent compilation cache (its slow compiles), shared by the launches

@@ -120,6 +120,7 @@ def outputs(nb, kind):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_quickstart(notebooks):
     nb, run = notebooks.result("quickstart.ipynb")
@@ -129,6 +130,7 @@ def test_quickstart(notebooks):
     assert any("Delta_E = " in text for text in outputs(nb, "stream"))
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_mnist_tpu(notebooks):
     nb, run = notebooks.result("mnist_tpu.ipynb")
@@ -143,6 +145,7 @@ def test_mnist_tpu(notebooks):
     assert any("checkpoints in run: about" in text for text in outputs(nb, "stream"))
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_metrics_api(notebooks):
     _, run = notebooks.result("metrics_api.ipynb")
@@ -197,6 +200,7 @@ def run_install_cell(name: str, runtime_venv, cwd: Path, source=None) -> subproc
     return subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, extras", [("mnist_tpu.ipynb", {"tfds"})])
 def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, runtime_venv, tmp_path):
     """The install cell, run as in Colab after `git clone ... dmdjax` (no URL to edit: DMDJAX_SOURCE stays None)
@@ -221,6 +225,7 @@ def test_install_cell_keeps_the_runtimes_jax_and_tensorflow(name, extras, runtim
                                     or n == "tensorflow"], wanted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", [None, "/no/such/dmdjax"])
 def test_install_cell_without_a_source_says_where_it_looked(source, runtime_venv, tmp_path):
     """No source where the cell looks (or a wrong DMDJAX_SOURCE): one error that names the places and the fix,

@@ -51,6 +51,7 @@ def four_device_env() -> dict:
     return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_four_devices_match_one_device():
     env = four_device_env()
@@ -87,6 +88,7 @@ TOY_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_toy_run_end_to_end_same_delta_e_on_four_devices(tmp_path):
     """The whole pipeline (teacher, DMD, evaluation) through the command line on 1 and 4 devices."""
     env = four_device_env()

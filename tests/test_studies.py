@@ -27,6 +27,7 @@ def small_toys(monkeypatch):
     monkeypatch.setattr(configs, "toy", small)
 
 
+@pytest.mark.slow
 def test_ablation(tmp_path):
     result = ablation.main(TINY + ["--datasets=chessboard", f"--workdir={tmp_path}"])
     rows = result["table"]["chessboard"]
@@ -47,6 +48,7 @@ def test_ablation(tmp_path):
     assert (tmp_path / "chessboard" / "regression" / "student_10" / "regression_pairs.npz").exists()
 
 
+@pytest.mark.slow
 def test_dynamics(tmp_path):
     result = dynamics.main(TINY + ["--datasets=chessboard", "--every=5", f"--workdir={tmp_path}"])
     run = result["runs"]["chessboard"]
@@ -60,6 +62,7 @@ def test_dynamics(tmp_path):
     np.testing.assert_allclose(g0, s["phi_1"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dimension_sweep(tmp_path):
     result = dimension_sweep.main(TINY + ["--datasets=chessboard", "--dims=2", "--widths=8", "--width_dim=2",
                                           f"--workdir={tmp_path}"])

@@ -74,6 +74,7 @@ KILLED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_give_the_bitwise_ema(tmp_path, monkeypatch):
     cfg = _toy_ema_config()
     data = load(cfg)
@@ -91,6 +92,7 @@ def test_kill_and_resume_give_the_bitwise_ema(tmp_path, monkeypatch):
     np.testing.assert_array_equal(_flat(resumed.params), _flat(whole.params))
 
 
+@pytest.mark.slow
 def test_students_and_phi_k_start_from_the_ema(tmp_path, monkeypatch):
     """pipeline.run hands the snapshot's EMA to DMD's init (generator and fake score) and to the record's
     Phi_K; with distill_ema False, the raw weights."""
@@ -136,6 +138,7 @@ def test_every_teacher_preset_distills_edms_ema(make, preset):
     assert not raw.teacher.ema and raw.validate() is None
 
 
+@pytest.mark.slow
 def test_regime_arms_and_summary(tmp_path):
     """The study trains its teacher once and gives each arm a copy; each finished student is one `arms` entry;
     the lr arm runs to its sum of learning rates with a warm-up spanning the same sum as its base's."""

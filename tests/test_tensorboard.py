@@ -64,6 +64,7 @@ pipeline.run(cfg, load(cfg), sys.argv[1], progress=False)
 """
 
 
+@pytest.mark.slow
 def test_a_kill_loses_at_most_one_chunk_of_wall_time_and_no_checkpointed_scalars(tmp_path):
     """kill -9 in the middle of teacher training: the wall time of the chunks before it (3 x >= 0.3 s) and
     TensorBoard's scalars up to the last checkpoint (step 30) survive; the resumed run adds its own."""

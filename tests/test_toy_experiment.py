@@ -45,6 +45,7 @@ def reference_run(tmp_path_factory):
     return workdir, summary
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_outputs(reference_run):
     workdir, summary = reference_run
@@ -80,6 +81,7 @@ def test_outputs(reference_run):
     assert samples["g"].shape == samples["phi_8"].shape == (64, 4)
 
 
+@pytest.mark.slow
 def test_tensorboard_events(reference_run):
     """`tensorboard --logdir` shows the teacher's and the student's curves (the metrics.jsonl values) and the
     student's figures."""
@@ -96,6 +98,7 @@ def test_tensorboard_events(reference_run):
     assert images["pairing"][-1] == (30, (workdir / "student_60" / "pairing.png").read_bytes())
 
 
+@pytest.mark.slow
 def test_checkpoint_bytes_predicts_the_disk_a_run_keeps(reference_run):
     """`pipeline.checkpoint_bytes` (what the notebooks print before training) against the run's checkpoints: as
     many kept as it says, each the size of the state it assumes (Orbax compresses a little and adds metadata)."""
@@ -122,6 +125,7 @@ def test_checkpoint_bytes_predicts_the_disk_a_run_keeps(reference_run):
     assert 0.8 * est["total"] < total < est["total"] + 600_000 * (est["teacher_kept"] + est["student_kept"])
 
 
+@pytest.mark.slow
 def test_rerun_is_idempotent(reference_run, monkeypatch):
     workdir, summary = reference_run
     _small(monkeypatch)
@@ -129,6 +133,7 @@ def test_rerun_is_idempotent(reference_run, monkeypatch):
     assert again["table"] == summary["table"]
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_interrupted_run_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
     """Kill the run in the middle of teacher training and again in the middle of distillation. Each rerun must
@@ -202,6 +207,7 @@ toy.main({TINY!r} + ["--workdir=" + sys.argv[1]])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.minver
 def test_killed_during_a_checkpoint_save_resumes_to_same_result(reference_run, tmp_path, monkeypatch):
     """SIGKILL a real experiment process at a random moment while it saves the teacher's step-40 checkpoint; the
@@ -243,6 +249,7 @@ def test_killed_during_a_checkpoint_save_resumes_to_same_result(reference_run, t
     assert list(loop.read_log(tmp_path / "teacher" / "metrics.jsonl")["step"]) == list(range(60))
 
 
+@pytest.mark.slow
 def test_changed_config_refuses_to_mix(reference_run, monkeypatch):
     workdir, _ = reference_run
     _small(monkeypatch)
@@ -264,6 +271,7 @@ def test_bad_flags_exit_with_clear_message(flag, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "experiments" / "toy.py"), "--help"],
                           capture_output=True, text=True, timeout=120)

@@ -130,6 +130,7 @@ experiment.main(sys.argv[3:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TESTED, reason=f"the flag is set on jaxlib {xla_cpu.TESTED_JAXLIB} only")
 @pytest.mark.parametrize("experiment", ["manifold", "mnist_uncond"])
 def test_experiments_tune_before_loading_data(experiment, shared_dir, tmp_path):
