@@ -152,9 +152,11 @@ CLAIMS = [
     ("conditional students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",
      [], [("seed 0", "mnist_trend_cond", "8192"), ("seed 1", "mnist_trend_cond_seed1", "8192")], "mnist_trend_cond"),
     ("MLP-manifold students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",
-     [], [("1024 steps", "manifold_cpu", "1024")], "manifold_cpu"),
+     [("1024 steps", "manifold_ema", "1024")], [("1024 steps", "manifold_cpu", "1024")], "manifold_cpu"),
     ("toy students in R^4 remap", "Sec. 3.3, Fig. 2", "chessboard Delta_E 8.55", "remaps",
-     [], [("chessboard", "chessboard_control", "4000"), ("moons", "toy_moons", "4000"),
+     [("chessboard", "toy_chessboard_ema", "4000"), ("moons", "toy_moons_ema", "4000"),
+      ("gmm", "toy_gmm_ema", "4000")],
+     [("chessboard", "chessboard_control", "4000"), ("moons", "toy_moons", "4000"),
           ("gmm", "toy_gmm", "4000")], "toy"),
 ]
 

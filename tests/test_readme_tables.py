@@ -128,3 +128,17 @@ def test_the_regime_verdict_follows_the_committed_students():
         r = json.loads((REPO / "results" / run / "student_8192" / "results.json").read_text())
         assert f"{r['kappa']:.2f} [{r['kappa_ci'][0]:.2f}, {r['kappa_ci'][1]:.2f}]" == kappas and kappas in readme
         assert not r["converged"]
+
+
+def test_the_toy_pages_prose_reads_the_committed_students():
+    """results/toy/README.md quotes each toy student's kappa with its interval under both protocols."""
+    from dmdjax import verdict
+    page = " ".join((REPO / "results" / "toy" / "README.md").read_text().split())
+    for run in ("toy_chessboard_ema", "toy_moons_ema", "toy_gmm_ema"):
+        r = json.loads((REPO / "results" / run / "results.json").read_text())["snapshots"]["4000"]
+        quoted = f"{verdict._fmt(r['kappa'])} [{verdict._fmt(r['kappa_ci'][0])}, {verdict._fmt(r['kappa_ci'][1])}]"
+        assert quoted in page, (run, quoted)
+        assert not r["converged"] and "No student converged in 4000 iterations" in page
+    for run in ("chessboard_control", "toy_moons", "toy_gmm"):
+        r = json.loads((REPO / "results" / run / "results.json").read_text())["snapshots"]["4000"]
+        assert f"{verdict._fmt(r['kappa'])})" in page or f"{verdict._fmt(r['kappa'])};" in page, run
