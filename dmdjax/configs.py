@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from dmdjax.distill import DistillConfig
-from dmdjax.runconfig import Config
+from dmdjax.config import Config
 from dmdjax.record import RecordConfig
 from dmdjax.teacher import TeacherConfig
 

@@ -16,7 +16,7 @@ import numpy as np
 from dmdjax import distill, files, loop, metrics, parallel, quality, sampling
 from dmdjax.data import Dataset
 from dmdjax.nets import denoise_fn
-from dmdjax.runconfig import Config, keys
+from dmdjax.config import Config, keys
 
 __all__ = ["phi_k", "generate", "batched", "eval_noise", "generate_samples", "evaluate", "teacher_data_fit",
            "ci_fields", "copying_statistics", "dm_curve"]

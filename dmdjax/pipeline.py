@@ -35,7 +35,7 @@ from dmdjax import distill, evaluation, figures, files, loop, nets, parallel, re
 from dmdjax import summary as schema
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset
-from dmdjax.runconfig import Config, keys
+from dmdjax.config import Config, keys
 
 __all__ = ["train_teacher", "teacher_snapshot", "distill_student", "run", "write_summary", "export_results",
            "build_model", "evaluate_student", "checkpoint_bytes", "EVIDENCE", "STUDENT_EVIDENCE", "WALL_TIMES", "wall_time", "read_wall_times"]

@@ -12,7 +12,7 @@ import numpy as np
 from dmdjax import figures, files, metrics, quality
 from dmdjax import summary as schema
 from dmdjax.data import Dataset
-from dmdjax.runconfig import Config
+from dmdjax.config import Config
 
 __all__ = ["ci_text", "student_figures", "run_figures", "snapshot_table", "runs_table", "regime_table",
            "readme_tables", "update_readme"]

@@ -25,7 +25,7 @@ from dmdjax import summary as schema
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
 from dmdjax.record import read_record
-from dmdjax.runconfig import Config
+from dmdjax.config import Config
 
 VARIANTS = ("plain", "gan", "regression")
 TOYS = toy.DATASETS

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from dmdjax import cli, configs, convert, files, parallel, pipeline
 from dmdjax.checkpoint import check_config
 from dmdjax.data import Dataset
-from dmdjax.runconfig import Config
+from dmdjax.config import Config
 
 
 def teacher_dataset(cfg: Config) -> Dataset:

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dmdjax import configs, distill, evaluation, figures, pipeline, runconfig
+from dmdjax import config, configs, distill, evaluation, figures, pipeline
 from dmdjax.data import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_distill_seed_changes_only_the_students_stream(monkeypatch, tmp_path):
     pipeline._distill_step.cache_clear()
     assert len(seen) == 3
     assert np.array_equal(seen[0], seen[1]) and not np.array_equal(seen[0], seen[2])
-    assert np.array_equal(seen[0], np.asarray(runconfig.keys(0)["distill"]))
+    assert np.array_equal(seen[0], np.asarray(config.keys(0)["distill"]))
 
 
 def test_trend_figure_plots_each_student_and_its_phi1():
