@@ -356,7 +356,8 @@ def describe(cfg) -> str:
                     f"x{list(net.get('channel_mult', []))} {net.get('num_blocks')} blocks"
                     + (f" {net['label_dim']} classes" if net.get("label_dim") else ""))
     else:
-        net_text = f"MLP {list(net.get('features', (384,) * 5))}"
+        from dmdjax.nets.mlp import FEATURES
+        net_text = f"MLP {list(net.get('features', FEATURES))}"
     t, d = cfg.teacher, cfg.distill
     snaps = ",".join(str(s) for s in cfg.snapshots())
     return (f"{net_text}; teacher {t.steps} steps, batch {t.batch}, lr {t.lr:g}; DMD {d.iterations} iterations "

@@ -24,6 +24,7 @@ from dmdjax import configs, evaluation, figures, files, loop, metrics, parallel,
 from dmdjax import summary as schema
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
+from dmdjax.nets.mlp import FEATURES, WIDTH
 from dmdjax.record import read_record
 from dmdjax.config import Config
 
@@ -34,11 +35,16 @@ TOYS = toy.DATASETS
 # ----------------------------------------------------------------------------------------------------------
 # Data and configs.
 
+def mlp_features(cfg: Config) -> tuple[int, ...]:
+    """The hidden-layer widths of cfg's toy MLP (`nets.mlp.FEATURES` unless net_kwargs gives them)."""
+    return tuple(cfg.net_kwargs.get("features", FEATURES))
+
+
 def with_width(cfg: Config, width: int | None) -> Config:
-    """The toy MLP with `width` units in each of its 5 hidden layers (teacher, fake score and student alike)."""
+    """The toy MLP with `width` units in each hidden layer (teacher, fake score and student alike)."""
     if width is None:
         return cfg
-    depth = len(cfg.net_kwargs.get("features", (384,) * 5))
+    depth = len(mlp_features(cfg))
     return configs.override(cfg, net_kwargs={**cfg.net_kwargs, "features": (int(width),) * depth})
 
 
@@ -86,7 +92,7 @@ def dynamics_config(dataset: str, preset: str) -> tuple[Config, int]:
 
 
 SWEEP_DIMS = {"cpu": (2, 4, 16, 64, 256, 1024), "paper": (2, 4, 16, 64, 256, 1024)}
-SWEEP_WIDTHS = {"cpu": (96, 192, 384), "paper": (96, 192, 384, 768, 1536)}
+SWEEP_WIDTHS = {"cpu": (WIDTH // 4, WIDTH // 2, WIDTH), "paper": (WIDTH // 4, WIDTH // 2, WIDTH, 2 * WIDTH, 4 * WIDTH)}
 
 
 def sweep_config(dataset: str, dim: int, preset: str, width: int | None = None) -> Config:
@@ -96,7 +102,7 @@ def sweep_config(dataset: str, dim: int, preset: str, width: int | None = None) 
     if preset == "cpu":
         cfg = configs.override(cfg, **{"teacher.steps": 2000, "distill.iterations": 1600})
     cfg = with_width(cfg, width)
-    w = cfg.net_kwargs.get("features", (384,))[0]
+    w = mlp_features(cfg)[0]
     return configs.override(cfg, name=f"sweep-{dataset}-R{dim}-w{w}-{preset}")
 
 
@@ -282,7 +288,7 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
         rows = {}
         for dim, width in runs:
             cfg = tweak(sweep_config(dataset, dim, preset, width))
-            w = cfg.net_kwargs["features"][0] if "features" in cfg.net_kwargs else 384
+            w = mlp_features(cfg)[0]
             if (dim, w) not in rows:
                 summary = pipeline.run(cfg, toy_dataset(dataset, dim, embed_seed), workdir / dataset / f"R{dim}_w{w}",
                                        mesh, progress)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 from dmdjax import cli, studies
+from dmdjax.nets.mlp import WIDTH
 
 
 def main(argv=None) -> dict:
@@ -24,7 +25,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default=",".join(studies.VARIANTS),
                         help="comma-separated subset of plain,gan,regression (plain always runs)")
     parser.add_argument("--regression_weight", type=float, default=0.25, help="lambda_reg (DMD1: 0.25, for LPIPS)")
-    parser.add_argument("--width", type=cli.positive_int, help="toys: MLP hidden width (default: the preset's 384)")
+    parser.add_argument("--width", type=cli.positive_int,
+                        help=f"toys: MLP hidden width (default: the preset's {WIDTH})")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
     args = cli.parse(parser, argv)
     variants = tuple(v for v in args.variants.split(",") if v)

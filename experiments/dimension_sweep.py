@@ -35,8 +35,8 @@ def main(argv=None) -> dict:
                         default=("chessboard", "gmm"), help="comma-separated toys (default: chessboard,gmm)")
     parser.add_argument("--dims", type=int_list, help="ambient dimensions D (default: cpu 2,4,16,64,256; paper "
                                                       "2,4,16,64,256,1024)")
-    parser.add_argument("--widths", type=int_list, help="MLP widths for the width axis (default: cpu 96,192,384; "
-                                                        "paper 96,192,384,768,1536)")
+    parser.add_argument("--widths", type=int_list, help="MLP widths for the width axis (default: " + "; ".join(
+        f"{preset} {','.join(map(str, widths))}" for preset, widths in studies.SWEEP_WIDTHS.items()) + ")")
     parser.add_argument("--width_dim", type=cli.positive_int, default=64, help="D of the width axis (default 64)")
     parser.add_argument("--embed_seed", type=int, default=0, help="seed of the orthonormal embedding")
     args = cli.parse(parser, argv)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from dmdjax import cli, studies
+from dmdjax.nets.mlp import WIDTH
 
 
 def main(argv=None) -> dict:
@@ -23,7 +24,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--every", type=cli.positive_int,
                         help="M, iterations between Delta_E measurements (multiple of 5; default: toys 200, MNIST "
                              "20, paper 1000)")
-    parser.add_argument("--width", type=cli.positive_int, help="toys: MLP hidden width (default: the preset's 384)")
+    parser.add_argument("--width", type=cli.positive_int,
+                        help=f"toys: MLP hidden width (default: the preset's {WIDTH})")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
     args = cli.parse(parser, argv)
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed

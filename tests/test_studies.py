@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 from experiments import ablation, dimension_sweep, dynamics  # noqa: E402
 
 from dmdjax import configs, loop  # noqa: E402
+from dmdjax.nets.mlp import FEATURES  # noqa: E402
 
 TINY = ["--teacher_steps=10", "--distill_iterations=10", "--eval_n=16", "--quiet"]
 
@@ -96,7 +97,7 @@ def test_study_configs(monkeypatch):
     assert cfg.distill.iterations % every == 0 and every % cfg.distill.gen_every == 0
     cfg = studies.sweep_config("gmm", 64, "cpu", width=96)
     assert cfg.net_kwargs["features"] == (96,) * 5 and "R64" in cfg.name
-    assert studies.sweep_config("gmm", 64, "cpu").net_kwargs.get("features", (384,) * 5) == (384,) * 5
+    assert studies.mlp_features(studies.sweep_config("gmm", 64, "cpu")) == FEATURES == (384,) * 5
     assert studies.toy_dataset("gmm", 64, 0).shape == (64,)
     with pytest.raises(ValueError, match="unknown variant"):
         studies.with_variant(base, "lpips")

@@ -1,11 +1,15 @@
-"""The paper's toy network (Sec. 3.3, App. D): an MLP with 5 hidden layers of 384 units and a 32-dim Fourier
-embedding of the noise level, used as the raw network F inside `Denoiser`."""
+"""The paper's toy network (Sec. 3.3, App. D): an MLP with `DEPTH` hidden layers of `WIDTH` units and a 32-dim
+Fourier embedding of the noise level, used as the raw network F inside `Denoiser`."""
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+WIDTH = 384                  # units per hidden layer of the paper's toy MLP (App. D)
+DEPTH = 5                    # hidden layers
+FEATURES = (WIDTH,) * DEPTH  # `MLP.features` by default
 
 
 def fourier_embedding(c_noise, dim: int = 32, max_freq: float = 64.0):
@@ -24,7 +28,7 @@ class MLP(nn.Module):
 
     `dtype` is the computation dtype of the hidden layers (params and output stay float32).
     `return_bottleneck=True` returns the last hidden layer (B, features[-1]) instead (the GAN head's input)."""
-    features: Sequence[int] = (384, 384, 384, 384, 384)
+    features: Sequence[int] = FEATURES
     embed_dim: int = 32
     dtype: Any = jnp.float32
 
