@@ -33,7 +33,7 @@ def _child(preset: str, dataset: str, devices: int, repeats: int, bf16: bool) ->
 
     from dmdjax import configs, distill, parallel, pipeline, teacher
 
-    cfg = configs.toy("chessboard", preset) if dataset == "toy" else configs.mnist(preset)
+    cfg = configs.toy.get_config(preset) if dataset == "toy" else configs.mnist(preset)
     if bf16:
         cfg = configs.override(cfg, compute_dtype="bfloat16")
     shape = (4,) if dataset == "toy" else (cfg.net_kwargs["img_resolution"],) * 2 + (1,)

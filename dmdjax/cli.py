@@ -7,7 +7,7 @@ An experiment's script is, in order:
     parser = cli.make_parser(__doc__); cli.add_common_flags(parser, presets=...)   # + its own flags
     args = cli.parse(parser, argv)         # flags only: no side effects
     cli.start(args)                        # process set-up: XLA:CPU tuning on a CPU-only host, --distributed
-    cfg = cli.apply_common_flags(preset_config(cli.resolve_preset(args)), args)   # ... --set KEY=VALUE
+    cfg = cli.configure(configs.<experiment>, args, **options)   # get_config, flags, --set, derived fields
     cli.print_config_and_exit(cfg, args)   # with --print_config
     mesh = cli.check(cfg, args)            # ConfigError: bad sizes, batch vs devices, unusable workdir
     cli.announce(cfg, args)                # the first line: preset and what it holds; a CPU-time warning
@@ -33,9 +33,9 @@ from dmdjax import configs
 
 __all__ = [
     "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
-    "default_preset", "resolve_preset", "apply_common_flags", "apply_sets", "describe", "print_config_and_exit",
-    "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh", "snapshot_list",
-    "default_snapshots", "add_mnist_flags", "experiment_main", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
+    "default_preset", "resolve_preset", "configure", "apply_common_flags", "apply_sets", "describe",
+    "print_config_and_exit", "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh",
+    "snapshot_list", "add_mnist_flags", "experiment_main", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
     "COMPILE_CACHE_ENV", "echo",
 ]
 
@@ -203,10 +203,17 @@ def resolve_preset(args) -> str:
     return args.preset
 
 
-def apply_common_flags(cfg, args):
-    """cfg with the common flags applied, then every `--set KEY=VALUE` (in order), then the fields the preset
-    derives from others recomputed from the result (`configs.derive`: e.g. record.min_iterations from the DMD lr)
-    unless given explicitly. A flag and a --set that give the same field different values are refused."""
+def configure(experiment, args, **options):
+    """The config of the command line: `experiment.get_config(preset, **options)` (`experiment`: a module of
+    `dmdjax.configs`) with the common flags and every --set applied, its derived fields (`experiment.DERIVED`)
+    recomputed after them (`apply_common_flags`)."""
+    return apply_common_flags(experiment.get_config(resolve_preset(args), **options), args, experiment.DERIVED)
+
+
+def apply_common_flags(cfg, args, derived: configs.Rules):
+    """cfg with the common flags applied, then every `--set KEY=VALUE` (in order), then the `derived` fields
+    recomputed from the result (`configs.resolve`: e.g. record.min_iterations from the DMD lr) unless given
+    explicitly. A flag and a --set that give the same field different values are refused."""
     flags = {"teacher.steps": ("--teacher_steps", args.teacher_steps),
              "distill.iterations": ("--distill_iterations", args.distill_iterations),
              "eval_n": ("--eval_n", args.eval_n),
@@ -214,7 +221,8 @@ def apply_common_flags(cfg, args):
              "distill.dm_loss_every_iteration": ("--dm_loss_every_iteration", args.dm_loss_every_iteration or None),
              "record.eval_every": ("--eval_every", getattr(args, "eval_every", None)),
              "record.until_converged": ("--until_converged", getattr(args, "until_converged", False) or None),
-             "seed": ("--seed", args.seed or None)}
+             "seed": ("--seed", args.seed or None),
+             "distill_snapshots": ("--snapshots", getattr(args, "snapshots", None))}
     given = {key: value for key, (_, value) in flags.items() if value is not None}
     try:
         out = configs.override(cfg, **{"seed": args.seed, **given})
@@ -227,7 +235,7 @@ def apply_common_flags(cfg, args):
         if configs.get(out, key) != given[key]:
             raise ConfigError(f"{flags[key][0]} and --set {key} give {key} different values ({given[key]} and "
                               f"{configs.get(out, key)}); give it once")
-    return configs.derive(out, cfg, explicit=set_keys | set(given))
+    return configs.resolve(out, derived, explicit=set_keys | set(given))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -356,8 +364,7 @@ def describe(cfg) -> str:
                     f"x{list(net.get('channel_mult', []))} {net.get('num_blocks')} blocks"
                     + (f" {net['label_dim']} classes" if net.get("label_dim") else ""))
     else:
-        from dmdjax.nets.mlp import FEATURES
-        net_text = f"MLP {list(net.get('features', FEATURES))}"
+        net_text = f"MLP {list(configs.mlp_features(cfg))}"
     t, d = cfg.teacher, cfg.distill
     snaps = ",".join(str(s) for s in cfg.snapshots())
     return (f"{net_text}; teacher {t.steps} steps, batch {t.batch}, lr {t.lr:g}; DMD {d.iterations} iterations "
@@ -511,12 +518,6 @@ def snapshot_list(text: str) -> tuple[int, ...]:
     return steps
 
 
-def default_snapshots(teacher_steps: int, divisors: Sequence[int] = (8, 4, 2, 1)) -> tuple[int, ...]:
-    """T/8, T/4, T/2, T for a teacher of T steps (the paper's 1024, 2048, 4096, 8192 for T = 8192); other
-    `divisors` give other fractions of T (e.g. 16 adds an early snapshot)."""
-    return tuple(sorted({teacher_steps // d for d in divisors} - {0}))
-
-
 def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mnist_dir", default=None,
                         help="directory with the four original MNIST .gz files (offline; else DMDJAX_MNIST_DIR, "
@@ -526,19 +527,19 @@ def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
                              "steps T); default: T/8, T/4, T/2, T")
 
 
-def experiment_main(argv, doc: str, presets: Callable[[str], Any], add_flags: Callable | None = None,
-                    config: Callable | None = None, load_options: Callable | None = None) -> dict:
-    """An experiment's main: its flags (`add_flags(parser)` beside the common ones), its config (`config(args)`,
-    default `presets(preset)` with the common flags applied), every check, the data (`data.load(cfg,
-    **load_options(args))`), `pipeline.run`. Prints and returns the summary."""
+def experiment_main(argv, doc: str, experiment, add_flags: Callable | None = None,
+                    options: Callable | None = None, load_options: Callable | None = None) -> dict:
+    """An experiment's main: its flags (`add_flags(parser)` beside the common ones), its config (`configure`:
+    `experiment.get_config(preset, **options(args))` with the common flags), every check, the data
+    (`data.load(cfg, **load_options(args))`), `pipeline.run`. Prints and returns the summary."""
     from dmdjax import data, pipeline
     parser = make_parser(doc)
-    add_common_flags(parser, presets=presets)
+    add_common_flags(parser, presets=experiment.get_config)
     if add_flags is not None:
         add_flags(parser)
     args = parse(parser, argv)
     start(args)                  # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    cfg = config(args) if config is not None else apply_common_flags(presets(resolve_preset(args)), args)
+    cfg = configure(experiment, args, **(options(args) if options is not None else {}))
     print_config_and_exit(cfg, args)
     mesh = check(cfg, args)      # every config error, before data, training and config.json
     work = workdir(cfg, args)
@@ -551,21 +552,11 @@ def experiment_main(argv, doc: str, presets: Callable[[str], Any], add_flags: Ca
     return summary
 
 
-def mnist_main(argv, config: Callable[[str], Any], doc: str, divisors: Sequence[int] = (8, 4, 2, 1)) -> dict:
-    """The MNIST experiments' main (mnist_uncond, mnist_cond, mnist_trend differ only in `config(preset) ->
-    Config`); the snapshots default to T / `divisors`."""
-    from dmdjax import configs
-
-    def make(args):
-        cfg = apply_common_flags(config(resolve_preset(args)), args)
-        snapshots = args.snapshots or default_snapshots(cfg.teacher.steps, divisors)
-        return configs.override(cfg, distill_snapshots=snapshots)
-
-    def preset(name):            # what `make` gives without flags: --help lists these snapshots
-        cfg = config(name)
-        return configs.override(cfg, distill_snapshots=default_snapshots(cfg.teacher.steps, divisors))
-
-    return experiment_main(argv, doc, preset, add_mnist_flags, make, lambda args: {"mnist_dir": args.mnist_dir})
+def mnist_main(argv, experiment, doc: str) -> dict:
+    """The MNIST experiments' main (`experiment_main` with --mnist_dir and --snapshots): mnist_uncond, mnist_cond,
+    mnist_trend and mnist_trend_cond differ only in their config module."""
+    return experiment_main(argv, doc, experiment, add_mnist_flags,
+                           load_options=lambda args: {"mnist_dir": args.mnist_dir})
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -24,86 +24,10 @@ from dmdjax import configs, evaluation, figures, files, loop, metrics, parallel,
 from dmdjax import summary as schema
 from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
-from dmdjax.nets.mlp import FEATURES, WIDTH
 from dmdjax.record import read_record
 from dmdjax.config import Config
 
-VARIANTS = ("plain", "gan", "regression")
 TOYS = toy.DATASETS
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data and configs.
-
-def mlp_features(cfg: Config) -> tuple[int, ...]:
-    """The hidden-layer widths of cfg's toy MLP (`nets.mlp.FEATURES` unless net_kwargs gives them)."""
-    return tuple(cfg.net_kwargs.get("features", FEATURES))
-
-
-def with_width(cfg: Config, width: int | None) -> Config:
-    """The toy MLP with `width` units in each hidden layer (teacher, fake score and student alike)."""
-    if width is None:
-        return cfg
-    depth = len(mlp_features(cfg))
-    return configs.override(cfg, net_kwargs={**cfg.net_kwargs, "features": (int(width),) * depth})
-
-
-def with_variant(cfg: Config, variant: str, regression_weight: float = 0.25) -> Config:
-    """plain: DMD as in the paper; gan: + DMD2's GAN term (REFERENCE 1.7, weights 1e-2 / 3e-3); regression: +
-    DMD1's regression term with L2 (REFERENCE 1.8; lambda_reg 0.25 is DMD1's value for LPIPS)."""
-    changes = {"plain": {}, "gan": {"distill.gan": True},
-               "regression": {"distill.regression_weight": regression_weight}}
-    if variant not in changes:
-        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    return configs.override(cfg, name=f"{cfg.name}-{variant}", **changes[variant])
-
-
-def base_config(dataset: str, preset: str) -> Config:
-    """The dataset's own preset (`configs.toy` / `configs.mnist`) distilled at its final teacher snapshot only."""
-    if dataset in TOYS:
-        return configs.toy(dataset, preset)
-    if dataset == "mnist":
-        return at_final_snapshot(configs.mnist(preset))
-    raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(TOYS + ('mnist',))}")
-
-
-def at_final_snapshot(cfg: Config) -> Config:
-    """cfg keeping and distilling only its final teacher (for configs with snapshot lists, e.g. MNIST's)."""
-    if not cfg.distill_snapshots:
-        return cfg
-    last = (cfg.teacher.steps,)
-    return configs.override(cfg, distill_snapshots=last)
-
-
-def ablation_config(dataset: str, preset: str) -> Config:
-    """The ablation's base (plain) config: `base_config`, and at the cpu preset fewer DMD iterations so that three
-    students per dataset fit the study's hour (toys 1600 instead of 4000, MNIST 300 instead of 400)."""
-    cfg = base_config(dataset, preset)
-    if preset == "cpu":
-        cfg = configs.override(cfg, **{"distill.iterations": 1600 if dataset in TOYS else 300})
-    return configs.override(cfg, name=f"ablation-{dataset}-{preset}")
-
-
-def dynamics_config(dataset: str, preset: str) -> tuple[Config, int]:
-    """(config, M): `base_config` (toys: 4000 DMD iterations at cpu, MNIST 400) and the recording interval M:
-    cpu every 200 toy / 20 MNIST iterations (21 points each), paper every 1000 of 50,000."""
-    every = 1000 if preset == "paper" else (200 if dataset in TOYS else 20)
-    return configs.override(base_config(dataset, preset), name=f"dynamics-{dataset}-{preset}"), every
-
-
-SWEEP_DIMS = {"cpu": (2, 4, 16, 64, 256, 1024), "paper": (2, 4, 16, 64, 256, 1024)}
-SWEEP_WIDTHS = {"cpu": (WIDTH // 4, WIDTH // 2, WIDTH), "paper": (WIDTH // 4, WIDTH // 2, WIDTH, 2 * WIDTH, 4 * WIDTH)}
-
-
-def sweep_config(dataset: str, dim: int, preset: str, width: int | None = None) -> Config:
-    """A toy in R^dim (seeded isometric embedding) with the toy recipe; cpu: teacher 2000 steps, DMD 1600
-    iterations (the toy preset's 4000 / 4000 for 13 runs would not fit the sweep's hour)."""
-    cfg = configs.toy(dataset, preset)
-    if preset == "cpu":
-        cfg = configs.override(cfg, **{"teacher.steps": 2000, "distill.iterations": 1600})
-    cfg = with_width(cfg, width)
-    w = mlp_features(cfg)[0]
-    return configs.override(cfg, name=f"sweep-{dataset}-R{dim}-w{w}-{preset}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,17 +41,6 @@ def dataset_list(text: str, allowed: tuple[str, ...] = TOYS + ("mnist",)) -> tup
         raise argparse.ArgumentTypeError(f"datasets must be a comma-separated subset of {', '.join(allowed)}, "
                                          f"got {text!r}")
     return names
-
-
-def flag_tweak(args) -> Callable:
-    """cfg -> cfg with the common command-line overrides (`cli.apply_common_flags`) and, for the toys' MLP,
-    `args.width` (None: the preset's)."""
-    from dmdjax.cli import apply_common_flags
-
-    def tweak(cfg):
-        cfg = at_final_snapshot(apply_common_flags(cfg, args))
-        return with_width(cfg, getattr(args, "width", None)) if cfg.net == "mlp" else cfg
-    return tweak
 
 
 def data_for(mnist_dir=None) -> Callable:
@@ -160,25 +73,29 @@ def final_result(summary: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # Studies.
 
-def run_ablation(datasets, preset: str, workdir, make_data: Callable, tweak: Callable = lambda c: c,
-                 variants=VARIANTS, regression_weight: float = 0.25, mesh=None, progress: bool = True) -> dict:
+def run_ablation(datasets, preset: str, workdir, make_data: Callable, config: Callable[[str], Config] | None = None,
+                 variants=configs.ablation.VARIANTS, regression_weight: float = 0.25, mesh=None,
+                 progress: bool = True) -> dict:
     """For each dataset: plain / gan / regression students of one teacher; Delta_E of each against plain.
 
-    make_data(cfg) -> Dataset; tweak(cfg) -> cfg applies command-line overrides. Layout:
-    workdir/<dataset>/<variant>/ (pipeline run directories), workdir/results.json, workdir/ablation.png.
+    make_data(cfg) -> Dataset; config(dataset) -> the plain student's Config (default: `configs.ablation`'s, the
+    scripts add the command line's flags). Layout: workdir/<dataset>/<variant>/ (pipeline run directories),
+    workdir/results.json, workdir/ablation.png.
     """
+    config = config or (lambda dataset: configs.ablation.get_config(preset, dataset))
     workdir = Path(workdir)
     t0 = time.perf_counter()
     table = {}
     for dataset in datasets:
-        base = tweak(ablation_config(dataset, preset))
+        base = config(dataset)
         data = make_data(base)
         rows = {}
         for variant in ("plain",) + tuple(v for v in variants if v != "plain"):
             sub = workdir / dataset / variant
             if variant != "plain":
                 share_teacher(workdir / dataset / "plain", sub)
-            summary = pipeline.run(with_variant(base, variant, regression_weight), data, sub, mesh, progress)
+            cfg = configs.ablation.variant(base, variant, regression_weight)
+            summary = pipeline.run(cfg, data, sub, mesh, progress)
             rows[variant] = schema.study_row(final_result(summary))
         plain = rows["plain"]["delta_e"]
         for row in rows.values():   # undefined (null, not NaN) when plain DMD copies exactly (Delta_E = 0)
@@ -257,16 +174,19 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
     return out
 
 
-def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable, tweak: Callable = lambda c: c,
-                       every: int | None = None, mesh=None, progress: bool = True) -> dict:
-    """`run_dynamics` for each dataset in workdir/<dataset>/; workdir/results.json and dynamics.png."""
+def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable,
+                       config: Callable[[str], Config] | None = None, every: int | None = None, mesh=None,
+                       progress: bool = True) -> dict:
+    """`run_dynamics` for each dataset (config(dataset) -> Config, default `configs.dynamics`'s; every: M, default
+    `configs.dynamics.interval`) in workdir/<dataset>/; workdir/results.json and dynamics.png."""
+    config = config or (lambda dataset: configs.dynamics.get_config(preset, dataset))
     workdir = Path(workdir)
     t0 = time.perf_counter()
     runs = {}
     for dataset in datasets:
-        cfg, m = dynamics_config(dataset, preset)
-        cfg = tweak(cfg)
-        runs[dataset] = run_dynamics(cfg, make_data(cfg), workdir / dataset, every or m, mesh, progress)
+        cfg = config(dataset)
+        m = every or configs.dynamics.interval(preset, dataset)
+        runs[dataset] = run_dynamics(cfg, make_data(cfg), workdir / dataset, m, mesh, progress)
     result = {"study": "dynamics", "preset": preset, "runs": runs, "wall_s_this_invocation": time.perf_counter() - t0}
     if parallel.is_main():
         files.write_json(workdir / "results.json", result)
@@ -274,11 +194,13 @@ def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable, twea
     return result
 
 
-def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, tweak: Callable = lambda c: c,
+def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, config: Callable | None = None,
               embed_seed: int = 0, mesh=None, progress: bool = True) -> dict:
     """Delta_E against the ambient dimension D (each toy isometrically embedded in R^D, D >= its native
     dimension; others are skipped) at the preset width, and against the MLP width at D = width_dim.
-    Layout: workdir/<dataset>/R<D>_w<width>/ (pipeline run directories), workdir/results.json, sweep.png."""
+    config(dataset, dim, width) -> Config (default: `configs.dimension_sweep`'s). Layout:
+    workdir/<dataset>/R<D>_w<width>/ (pipeline run directories), workdir/results.json, sweep.png."""
+    config = config or (lambda dataset, dim, width: configs.dimension_sweep.get_config(preset, dataset, dim, width))
     workdir = Path(workdir)
     t0 = time.perf_counter()
     by_dim, by_width = {}, {}
@@ -287,8 +209,8 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, twea
         runs += [(width_dim, w) for w in widths if width_dim >= toy.NATIVE_DIM[dataset]]
         rows = {}
         for dim, width in runs:
-            cfg = tweak(sweep_config(dataset, dim, preset, width))
-            w = mlp_features(cfg)[0]
+            cfg = config(dataset, dim, width)
+            w = configs.mlp_features(cfg)[0]
             if (dim, w) not in rows:
                 summary = pipeline.run(cfg, toy_dataset(dataset, dim, embed_seed), workdir / dataset / f"R{dim}_w{w}",
                                        mesh, progress)
@@ -325,22 +247,12 @@ def regime_arm_dir(arm: str, seed: int | None = None) -> str:
     return arm if seed is None else f"{arm}-seed{seed}"
 
 
-def arm_config(base: Config, arm: str, seed: int | None = None, snapshots=None) -> tuple[str, Config]:
-    """`configs.regime_arm`, with another DMD seed and a subset of its snapshots when given."""
-    factor, cfg = configs.regime_arm(base, arm)
-    if seed is not None:
-        cfg = configs.override(cfg, name=f"{cfg.name}-seed{seed}", distill_seed=seed)
-    if snapshots:
-        cfg = configs.override(cfg, distill_snapshots=tuple(snapshots))
-    return factor, cfg
-
-
 def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: bool = True,
                results_dir=None, peak_rss_gib: Callable[[], float] | None = None, seed: int | None = None,
                snapshots=None) -> dict:
     """The regime study: the base config's teacher trained once in workdir/teacher_run (raw and EMA weights),
     shared with every arm's run directory workdir/<arm>[-seed<k>], each arm a `pipeline.run`
-    (`configs.regime_arm`; `seed`: another DMD seed, `snapshots`: a subset of the arm's). Writes
+    (`configs.mnist_regime.arm`; `seed`: another DMD seed, `snapshots`: a subset of the arm's). Writes
     workdir/results.json ({"arms": [...], "pending": [...]}) and workdir/kappa_vs_sum.png from every arm
     finished so far (also those of earlier invocations), exported to `results_dir`."""
     workdir = Path(workdir)
@@ -348,7 +260,7 @@ def run_regime(base: Config, arms, workdir, data: Dataset, mesh=None, progress: 
     with pipeline.wall_time(workdir / pipeline.WALL_TIMES, "teacher") as tick:
         pipeline.train_teacher(base, data, workdir / "teacher_run", mesh, progress, tick)
     for arm in arms:
-        _, cfg = arm_config(base, arm, seed, snapshots)
+        _, cfg = configs.mnist_regime.arm(base, arm, seed, snapshots)
         name = regime_arm_dir(arm, seed)
         share_teacher(workdir / "teacher_run", workdir / name)
         pipeline.run(cfg, data, workdir / name, mesh, progress)
@@ -376,7 +288,7 @@ def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
     rows, records, pending = [], {}, []
     arm_dirs = lambda root, arm: {d.name: d for d in Path(root).glob(f"{arm}*") if d.is_dir() and
                                   (d.name == arm or d.name.startswith(f"{arm}-seed"))}
-    for arm in configs.REGIME_ARMS:
+    for arm in configs.mnist_regime.ARMS:
         dirs = arm_dirs(results_dir, arm) if results_dir is not None else {}
         dirs.update(arm_dirs(workdir, arm))                                # the live run directory wins
         for d in [dirs[k] for k in sorted(dirs)] or [workdir / arm]:
@@ -385,7 +297,7 @@ def write_regime_summary(base: Config, workdir, results_dir=None) -> dict:
             else:                                                          # exported: the config in results.json
                 saved = json.loads((d / "results.json").read_text())["config"] if (d / "results.json").exists() else {}
             seed = saved.get("distill_seed") if d.name != arm else None
-            factor, cfg = arm_config(base, arm, seed, saved.get("distill_snapshots"))
+            factor, cfg = configs.mnist_regime.arm(base, arm, seed, saved.get("distill_snapshots"))
             path = d / "results.json"
             summary = json.loads(path.read_text()) if path.exists() else {}
             rss = d / "peak_rss.json"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from dmdjax import cli, studies
+from dmdjax import cli, configs, studies
 from dmdjax.nets.mlp import WIDTH
 
 
@@ -22,7 +22,7 @@ def main(argv=None) -> dict:
     cli.add_common_flags(parser)
     parser.add_argument("--datasets", type=studies.dataset_list, default=("chessboard", "mnist"),
                         help="comma-separated: chessboard, moons, gmm, mnist (default: chessboard,mnist)")
-    parser.add_argument("--variants", default=",".join(studies.VARIANTS),
+    parser.add_argument("--variants", default=",".join(configs.ablation.VARIANTS),
                         help="comma-separated subset of plain,gan,regression (plain always runs)")
     parser.add_argument("--regression_weight", type=float, default=0.25, help="lambda_reg (DMD1: 0.25, for LPIPS)")
     parser.add_argument("--width", type=cli.positive_int,
@@ -30,16 +30,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
     args = cli.parse(parser, argv)
     variants = tuple(v for v in args.variants.split(",") if v)
-    if not set(variants) <= set(studies.VARIANTS):
-        parser.error(f"--variants must be a subset of {','.join(studies.VARIANTS)}")
+    if not set(variants) <= set(configs.ablation.VARIANTS):
+        parser.error(f"--variants must be a subset of {','.join(configs.ablation.VARIANTS)}")
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
-    cfgs = [tweak(studies.ablation_config(d, preset)) for d in args.datasets]
+    preset = cli.resolve_preset(args)
+    config = lambda dataset: cli.configure(configs.ablation, args, dataset=dataset, width=args.width)  # noqa: E731
+    cfgs = [config(d) for d in args.datasets]
     cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
     workdir = cli.workdir(cfgs[0], args, f"ablation-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)
-    result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), tweak,
+    result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), config,
                                   variants, args.regression_weight, mesh, not args.quiet)
     cli.echo(json.dumps({d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()},
                      indent=1))

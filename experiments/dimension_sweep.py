@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dmdjax import cli, studies
+from dmdjax import cli, configs, studies
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -33,23 +33,27 @@ def main(argv=None) -> dict:
     cli.add_common_flags(parser)
     parser.add_argument("--datasets", type=lambda text: studies.dataset_list(text, studies.TOYS),
                         default=("chessboard", "gmm"), help="comma-separated toys (default: chessboard,gmm)")
-    parser.add_argument("--dims", type=int_list, help="ambient dimensions D (default: cpu 2,4,16,64,256; paper "
-                                                      "2,4,16,64,256,1024)")
-    parser.add_argument("--widths", type=int_list, help="MLP widths for the width axis (default: " + "; ".join(
-        f"{preset} {','.join(map(str, widths))}" for preset, widths in studies.SWEEP_WIDTHS.items()) + ")")
+    per_preset = lambda values: "; ".join(f"{p} {','.join(map(str, v))}" for p, v in values.items())  # noqa: E731
+    parser.add_argument("--dims", type=int_list,
+                        help=f"ambient dimensions D (default: {per_preset(configs.dimension_sweep.DIMS)})")
+    parser.add_argument("--widths", type=int_list,
+                        help=f"MLP widths for the width axis (default: {per_preset(configs.dimension_sweep.WIDTHS)})")
     parser.add_argument("--width_dim", type=cli.positive_int, default=64, help="D of the width axis (default 64)")
     parser.add_argument("--embed_seed", type=int, default=0, help="seed of the orthonormal embedding")
     args = cli.parse(parser, argv)
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
-    dims = args.dims or studies.SWEEP_DIMS[preset]
-    widths = args.widths or studies.SWEEP_WIDTHS[preset]
-    cfgs = [tweak(studies.sweep_config(d, dim, preset)) for d in args.datasets for dim in dims]
+    preset = cli.resolve_preset(args)
+    dims = args.dims or configs.dimension_sweep.DIMS[preset]
+    widths = args.widths or configs.dimension_sweep.WIDTHS[preset]
+
+    def config(dataset: str, dim: int, width: int | None = None):
+        return cli.configure(configs.dimension_sweep, args, dataset=dataset, dim=dim, width=width)
+    cfgs = [config(d, dim) for d in args.datasets for dim in dims]
     cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
     workdir = cli.workdir(cfgs[0], args, f"dimension_sweep-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)
-    result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, preset, workdir, tweak,
+    result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, preset, workdir, config,
                                args.embed_seed, mesh, not args.quiet)
     cli.echo(json.dumps({d: {r["dim"]: r["delta_e"] for r in rows} for d, rows in result["by_dim"].items()}, indent=1))
     return result

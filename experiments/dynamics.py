@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from dmdjax import cli, studies
+from dmdjax import cli, configs, studies
 from dmdjax.nets.mlp import WIDTH
 
 
@@ -29,13 +29,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
     args = cli.parse(parser, argv)
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    preset, tweak = cli.resolve_preset(args), studies.flag_tweak(args)
-    cfgs = [tweak(studies.dynamics_config(d, preset)[0]) for d in args.datasets]
+    preset = cli.resolve_preset(args)
+    config = lambda dataset: cli.configure(configs.dynamics, args, dataset=dataset, width=args.width)  # noqa: E731
+    cfgs = [config(d) for d in args.datasets]
     cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
     workdir = cli.workdir(cfgs[0], args, f"dynamics-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)
-    result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), tweak,
+    result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), config,
                                         args.every, mesh, not args.quiet)
     cli.echo(json.dumps({d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}, indent=1))
     return result

@@ -62,22 +62,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--config_json", type=Path,
                         help="network config sidecar (JSON with 'config'); default: the preset's (EDM ImageNet-64)")
     parser.add_argument("--pca_n", type=cli.positive_int, help="override the number of triplets in the PCA figure")
-    cli.add_common_flags(parser, presets=configs.imagenet64)
+    cli.add_common_flags(parser, presets=configs.imagenet64.get_config)
     parser.set_defaults(preset="paper")
     args = cli.parse(parser, argv)
     if args.preset != "paper":
         parser.error("--preset: imagenet64 has only the paper preset; for a small run pass a small exported "
                      "network with --teacher_npz and --config_json")
     cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    cfg = configs.imagenet64(cli.resolve_preset(args))
+    net_kwargs = None
     if args.config_json:
         try:
-            cfg = configs.override(cfg, net_kwargs=convert.read_config(args.config_json))
+            net_kwargs = convert.read_config(args.config_json)
         except (OSError, ValueError) as e:
             parser.error(f"--config_json: {e}")
-    if args.pca_n:
-        cfg = configs.override(cfg, pca_n=args.pca_n)
-    cfg = cli.apply_common_flags(cfg, args)
+    cfg = cli.configure(configs.imagenet64, args, net_kwargs=net_kwargs, pca_n=args.pca_n)
     cli.print_config_and_exit(cfg, args)
     mesh = cli.check(cfg, args)  # every config error, before loading the teacher and writing config.json
     workdir = cli.workdir(cfg, args)

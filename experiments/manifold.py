@@ -21,15 +21,12 @@ def add_flags(parser) -> None:
                         help="teacher steps to keep and distill (<= --teacher_steps; default: the final teacher)")
 
 
-def config(args):
-    cfg = cli.apply_common_flags(configs.manifold(cli.resolve_preset(args)), args)
-    return configs.override(cfg, dataset=f"manifold(seed={args.data_seed}, n={args.train_size})",
-                            distill_snapshots=args.snapshots or (cfg.teacher.steps,))
+def data_options(args) -> dict:
+    return {"data_seed": args.data_seed, "train_size": args.train_size}
 
 
 def main(argv=None) -> dict:
-    return cli.experiment_main(argv, __doc__, configs.manifold, add_flags, config,
-                               lambda args: {"data_seed": args.data_seed, "train_size": args.train_size})
+    return cli.experiment_main(argv, __doc__, configs.manifold, add_flags, data_options, data_options)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dmdjax import cli, configs
 
 
 def main(argv=None) -> dict:
-    return cli.mnist_main(argv, lambda preset: configs.mnist(preset, conditional=True), __doc__)
+    return cli.mnist_main(argv, configs.mnist_cond, __doc__)
 
 
 if __name__ == "__main__":

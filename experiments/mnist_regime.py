@@ -1,7 +1,7 @@
 """The regime study on MNIST: which difference from the paper's setting turns a remapping student into a copying
 one? One teacher (the teacher-length study's, 16x16, small ADM, 8192 steps) trained once with EDM's EMA kept beside
 its raw weights; its snapshots 512 and 8192 distilled under the study's protocol by one student per arm, each with
-the convergence record (`configs.regime_arm`): ema, raw, lr4e-6 (the DMD lr at the paper's order), regression
+the convergence record (`configs.mnist_regime.arm`): ema, raw, lr4e-6 (the DMD lr at the paper's order), regression
 (DMD1's regression-led control: what copying looks like with this network).
 
     python experiments/mnist_regime.py --arms=ema,raw --workdir=runs/mnist_regime \\
@@ -22,9 +22,10 @@ from dmdjax import cli, configs, studies
 
 def arm_list(text: str) -> tuple[str, ...]:
     arms = tuple(a for a in text.split(",") if a)
-    bad = [a for a in arms if a not in configs.REGIME_ARMS]
+    known = configs.mnist_regime.ARMS
+    bad = [a for a in arms if a not in known]
     if bad or not arms:
-        raise cli.argparse.ArgumentTypeError(f"unknown arms {bad}; choose from {','.join(configs.REGIME_ARMS)}")
+        raise cli.argparse.ArgumentTypeError(f"unknown arms {bad}; choose from {','.join(known)}")
     return arms
 
 
@@ -36,9 +37,10 @@ def peak_rss_gib() -> float:
 def main(argv=None) -> dict:
     from dmdjax import data
     parser = cli.make_parser(__doc__)
-    cli.add_common_flags(parser, presets=configs.mnist_regime)
-    parser.add_argument("--arms", type=arm_list, default=tuple(configs.REGIME_ARMS),
-                        help=f"comma-separated arms, run in this order (default: {','.join(configs.REGIME_ARMS)})")
+    names = tuple(configs.mnist_regime.ARMS)
+    cli.add_common_flags(parser, presets=configs.mnist_regime.get_config)
+    parser.add_argument("--arms", type=arm_list, default=names,
+                        help=f"comma-separated arms, run in this order (default: {','.join(names)})")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four original MNIST .gz files")
     parser.add_argument("--distill_seed", type=int, default=None,
                         help="another DMD seed for the arms (a control; run directory <arm>-seed<k>); the teacher "
@@ -47,8 +49,8 @@ def main(argv=None) -> dict:
                         help="distill only these of the arms' snapshots, e.g. 8192")
     args = cli.parse(parser, argv)
     cli.start(args)
-    base = cli.apply_common_flags(configs.mnist_regime(cli.resolve_preset(args)), args)
-    arms = [studies.arm_config(base, a, args.distill_seed, args.only_snapshots)[1] for a in args.arms]
+    base = cli.configure(configs.mnist_regime, args)
+    arms = [configs.mnist_regime.arm(base, a, args.distill_seed, args.only_snapshots)[1] for a in args.arms]
     cli.print_config_and_exit(base, args, {"arms": {a: c.to_dict() for a, c in zip(args.arms, arms)}}, arms)
     work = cli.workdir(base, args)
     mesh = cli.check(base, args, arms, work=work)

@@ -13,8 +13,7 @@ from dmdjax import cli, configs
 
 
 def main(argv=None) -> dict:
-    return cli.mnist_main(argv, lambda preset: configs.mnist_trend(preset, conditional=True), __doc__,
-                          divisors=(16, 8, 4, 2, 1))
+    return cli.mnist_main(argv, configs.mnist_trend_cond, __doc__)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dmdjax import cli, configs
 
 
 def main(argv=None) -> dict:
-    return cli.mnist_main(argv, configs.mnist, __doc__)
+    return cli.mnist_main(argv, configs.mnist_uncond, __doc__)
 
 
 if __name__ == "__main__":

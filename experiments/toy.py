@@ -8,14 +8,14 @@ from the last checkpoint.
 from __future__ import annotations
 
 from dmdjax import cli, configs
-from dmdjax.data import toy
+from dmdjax.data.toy import DATASETS
 
 
 def main(argv=None) -> dict:
     return cli.experiment_main(
-        argv, __doc__, presets=lambda p: configs.toy("chessboard", p),
-        add_flags=lambda parser: parser.add_argument("--dataset", choices=toy.DATASETS, default="chessboard"),
-        config=lambda args: cli.apply_common_flags(configs.toy(args.dataset, cli.resolve_preset(args)), args))
+        argv, __doc__, configs.toy,
+        add_flags=lambda parser: parser.add_argument("--dataset", choices=DATASETS, default="chessboard"),
+        options=lambda args: {"dataset": args.dataset})
 
 
 if __name__ == "__main__":

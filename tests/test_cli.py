@@ -130,8 +130,8 @@ def test_batch_must_split_over_the_devices(monkeypatch, tmp_path):
     cli.add_common_flags(args)
     args = args.parse_args([f"--workdir={tmp_path}", "--preset=cpu"])
     with pytest.raises(cli.ConfigError, match=r"teacher.batch: batch size 30 is not divisible by the 4 devices"):
-        cli.check(configs.override(configs.toy("chessboard"), **{"teacher.batch": 30}), args)
-    assert cli.check(configs.toy("chessboard"), args) is Mesh
+        cli.check(configs.override(configs.toy.get_config(), **{"teacher.batch": 30}), args)
+    assert cli.check(configs.toy.get_config(), args) is Mesh
 
 
 def test_entry_point_error_is_one_line_without_traceback(tmp_path):
@@ -162,9 +162,10 @@ def test_default_preset_workdir_and_snapshots_follow_the_backend(backend, preset
 
 
 def test_default_snapshots():
-    assert cli.default_snapshots(8192) == (1024, 2048, 4096, 8192)
-    assert cli.default_snapshots(1024) == (128, 256, 512, 1024)
-    assert cli.default_snapshots(4) == (1, 2, 4) and cli.default_snapshots(1) == (1,)
+    assert configs.snapshot_steps(8192) == (1024, 2048, 4096, 8192)
+    assert configs.snapshot_steps(1024) == (128, 256, 512, 1024)
+    assert configs.snapshot_steps(4) == (1, 2, 4) and configs.snapshot_steps(1) == (1,)
+    assert configs.snapshot_steps(8192, (16, 8, 4, 2, 1)) == (512, 1024, 2048, 4096, 8192)
 
 
 def test_first_line_names_the_preset_and_a_paper_run_on_cpu_warns(capsys, tmp_path):
@@ -185,11 +186,11 @@ def test_first_line_names_the_preset_and_a_paper_run_on_cpu_warns(capsys, tmp_pa
     assert err.startswith("warning: on this CPU-only host") and " days) of training" in err and "--preset=cpu" in err
     assert cli.cpu_hours_estimate(configs.mnist("paper"), cores=2) > 100 * cli.cpu_hours_estimate(
         configs.mnist("cpu"), cores=2)
-    assert cli.cpu_hours_estimate(configs.toy("chessboard")) is None
+    assert cli.cpu_hours_estimate(configs.toy.get_config()) is None
 
 
 def test_the_time_estimate_counts_only_what_a_resumed_run_has_left(tmp_path):
-    cfg = configs.override(configs.mnist_trend("cpu"), distill_snapshots=(512, 8192))
+    cfg = configs.override(configs.mnist_trend.get_config("cpu"), distill_snapshots=(512, 8192))
     est = lambda: cli.cpu_hours_estimate(cfg, cores=2, work=tmp_path)
     fresh = est()
     assert fresh == cli.cpu_hours_estimate(cfg, cores=2) > 0
@@ -208,7 +209,7 @@ def test_the_time_estimate_counts_only_what_a_resumed_run_has_left(tmp_path):
 
 def test_help_shows_defaults_and_presets():
     parser = cli.make_parser(mnist_uncond.__doc__)
-    cli.add_common_flags(parser, presets=configs.mnist)
+    cli.add_common_flags(parser, presets=configs.mnist_uncond.get_config)
     text = parser.format_help()
     flat = " ".join(text.split())
     assert "shared evaluation noises) (default: 0)" in flat and "only where the generator" in flat

@@ -90,9 +90,9 @@ def test_experiment_end_to_end_and_resume(tiny_npz, tmp_path, monkeypatch):
     the shared noises -> Delta_E. The paper preset with a generator update every iteration and no lr warm-up:
     XLA:CPU compiles DMD2's 5-iteration round ~3x slower, and a warm-up starts at lr 0 (G would not move). Two
     iterations because the first DM gradient is exactly 0 (fake score = teacher); the second is not."""
-    paper = configs.imagenet64
-    monkeypatch.setattr(configs, "imagenet64", lambda preset: configs.override(
-        paper(preset), **{"distill.gen_every": 1, "distill.warmup": 0}))
+    paper = configs.imagenet64.get_config
+    monkeypatch.setattr(configs.imagenet64, "get_config", lambda preset="paper", **options: configs.override(
+        paper(preset, **options), **{"distill.gen_every": 1, "distill.warmup": 0}))
     argv = [f"--teacher_npz={tiny_npz}", f"--config_json={tiny_npz.with_suffix('.json')}",
             f"--workdir={tmp_path / 'run'}", "--distill_iterations=2", "--eval_n=8", "--pca_n=8", "--quiet"]
     result = imagenet64.main(argv)
@@ -120,20 +120,20 @@ def test_experiment_end_to_end_and_resume(tiny_npz, tmp_path, monkeypatch):
 
 
 def test_dmd_needs_no_images():
-    cfg = configs.override(configs.imagenet64(), net_kwargs=TINY)
+    cfg = configs.override(configs.imagenet64.get_config(), net_kwargs=TINY)
     data = imagenet64.teacher_dataset(cfg)
     assert data.sample is None and data.train_images is None and data.consts is None
     assert data.shape == (8, 8, 3) and data.label_dim == 10
-    assert imagenet64.teacher_dataset(configs.imagenet64()).shape == (64, 64, 3)
+    assert imagenet64.teacher_dataset(configs.imagenet64.get_config()).shape == (64, 64, 3)
 
 
 def test_paper_preset():
-    cfg = configs.imagenet64("paper")
+    cfg = configs.imagenet64.get_config("paper")
     assert cfg.net_kwargs == adm.imagenet64_config() and cfg.eval_ks == (1, 8, 32) and cfg.eval_n == 1000
     d = cfg.distill
     assert (d.iterations, d.batch, d.lr_gen, d.lr_fake, d.warmup, d.gen_every) == (50_000, 32, 2e-6, 2e-6, 500, 5)
     with pytest.raises(ValueError, match="only the 'paper' preset"):
-        configs.imagenet64("cpu")
+        configs.imagenet64.get_config("cpu")
 
 
 def test_load_teacher_errors_name_the_file_and_fix(tiny_npz, tmp_path):

@@ -49,7 +49,7 @@ def test_manifold_pooling_and_bad_resolution():
 
 
 def test_first_eval_noises_do_not_depend_on_pca_n():
-    cfg = configs.override(configs.manifold("cpu"), eval_n=8)
+    cfg = configs.override(configs.manifold.get_config("cpu"), eval_n=8)
     data = Dataset(name="d", shape=(4, 4, 1), sample=None, label_dim=10, kind="images")
     z8, y8 = evaluation.eval_noise(cfg, data)
     z20, y20 = evaluation.eval_noise(cfg, data, 20)
@@ -64,7 +64,7 @@ TINY = dict(img_resolution=8, in_channels=1, label_dim=10, model_channels=16, ch
 
 @pytest.mark.slow
 def test_tiny_conditional_run(tmp_path):
-    cfg = configs.override(configs.manifold("cpu"), **{
+    cfg = configs.override(configs.manifold.get_config("cpu"), **{
         "net_kwargs": TINY, "teacher.steps": 2, "teacher.ckpt_every": 2,
         "distill_snapshots": (2,), "distill.iterations": 5, "distill.ckpt_every": 5, "distill.warmup": 0,
         "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24})

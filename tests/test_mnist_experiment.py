@@ -18,7 +18,7 @@ TINY_NET = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16,
 
 
 def tiny_config(**changes):
-    cfg = configs.override(configs.mnist("cpu"), **{
+    cfg = configs.override(configs.mnist_uncond.get_config("cpu"), **{
         "net_kwargs": TINY_NET, "teacher.steps": 4, "teacher.ckpt_every": 2,
         "distill_snapshots": (2, 4), "distill.iterations": 10, "distill.ckpt_every": 5, "distill.warmup": 0,
         "eval_n": 16, "pca_n": 24, "n_show": 8, "eval_batch": 24, "ci_resamples": 10, "record.eval_every": 5,

@@ -66,8 +66,9 @@ WORKER = textwrap.dedent(f"""
 
     from dmdjax import configs, loop
     from experiments import toy
-    original = configs.toy
-    configs.toy = lambda dataset, preset="cpu": configs.override(original(dataset, preset), **{SMALL!r})
+    original = configs.toy.get_config
+    configs.toy.get_config = lambda preset="cpu", dataset="chessboard": configs.override(original(preset, dataset),
+                                                                                       **{SMALL!r})
 
     chunks, states = [], []
     real_chunk, real_loop = loop._run_chunk, loop.run_loop

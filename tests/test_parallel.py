@@ -110,7 +110,7 @@ def test_bf16_mode_keeps_float32_params_and_outputs():
     from dmdjax import configs, pipeline, teacher
     tiny_adm = dict(img_resolution=8, in_channels=1, label_dim=0, model_channels=16, channel_mult=[1],
                     num_blocks=1, attn_resolutions=[], dropout=0.0)
-    for cfg in (configs.toy("chessboard"), configs.override(configs.mnist("cpu"), net_kwargs=tiny_adm)):
+    for cfg in (configs.toy.get_config(), configs.override(configs.mnist("cpu"), net_kwargs=tiny_adm)):
         cfg = configs.override(cfg, compute_dtype="bfloat16")
         model = pipeline.build_model(cfg, None)
         assert model.net.dtype == jnp.bfloat16
@@ -120,4 +120,4 @@ def test_bf16_mode_keeps_float32_params_and_outputs():
         out = model.apply({"params": params}, jnp.ones(shape), jnp.full((2,), 1.0))
         assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
     with pytest.raises(ValueError, match="compute_dtype"):
-        configs.override(configs.toy("chessboard"), compute_dtype="float16").validate()
+        configs.override(configs.toy.get_config(), compute_dtype="float16").validate()

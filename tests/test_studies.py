@@ -19,13 +19,13 @@ TINY = ["--teacher_steps=10", "--distill_iterations=10", "--eval_n=16", "--quiet
 def small_toys(monkeypatch):
     """A 1 x 8 MLP, chunks that fit the tiny runs, and a generator update every iteration (a round of one
     iteration compiles ~5x faster; the 1:5 schedule is tested in test_distill.py)."""
-    original = configs.toy
+    original = configs.toy.get_config
 
-    def small(dataset, preset="cpu"):
-        return configs.override(original(dataset, preset), **{
+    def small(preset="cpu", dataset="chessboard"):
+        return configs.override(original(preset, dataset), **{
             "teacher.chunk": 10, "distill.chunk": 10, "distill.ckpt_every": 10, "distill.gen_every": 1,
             "net_kwargs": {"features": (8,)}})
-    monkeypatch.setattr(configs, "toy", small)
+    monkeypatch.setattr(configs.toy, "get_config", small)
 
 
 @pytest.mark.slow
@@ -85,19 +85,19 @@ def test_bad_study_flags(tmp_path, capsys):
 def test_study_configs(monkeypatch):
     from dmdjax import studies
     monkeypatch.undo()                                   # the real presets
-    base = studies.ablation_config("chessboard", "cpu")
+    base = configs.ablation.get_config("cpu", "chessboard")
     assert not base.distill.gan and base.distill.regression_weight == 0
-    gan, reg = studies.with_variant(base, "gan"), studies.with_variant(base, "regression")
+    gan, reg = configs.ablation.variant(base, "gan"), configs.ablation.variant(base, "regression")
     assert gan.distill.gan and (gan.distill.gan_cls_weight, gan.distill.gan_gen_weight) == (1e-2, 3e-3)
     assert reg.distill.regression_weight == 0.25 and not reg.distill.gan
     assert gan.teacher == base.teacher == reg.teacher      # the shared teacher
-    mnist = studies.ablation_config("mnist", "cpu")
+    mnist = configs.ablation.get_config("cpu", "mnist")
     assert mnist.snapshots() == (mnist.teacher.steps,)
-    cfg, every = studies.dynamics_config("chessboard", "cpu")
+    cfg, every = configs.dynamics.get_config("cpu", "chessboard"), configs.dynamics.interval("cpu", "chessboard")
     assert cfg.distill.iterations % every == 0 and every % cfg.distill.gen_every == 0
-    cfg = studies.sweep_config("gmm", 64, "cpu", width=96)
+    cfg = configs.dimension_sweep.get_config("cpu", "gmm", 64, width=96)
     assert cfg.net_kwargs["features"] == (96,) * 5 and "R64" in cfg.name
-    assert studies.mlp_features(studies.sweep_config("gmm", 64, "cpu")) == FEATURES == (384,) * 5
+    assert configs.mlp_features(configs.dimension_sweep.get_config("cpu", "gmm", 64)) == FEATURES == (384,) * 5
     assert studies.toy_dataset("gmm", 64, 0).shape == (64,)
     with pytest.raises(ValueError, match="unknown variant"):
-        studies.with_variant(base, "lpips")
+        configs.ablation.variant(base, "lpips")

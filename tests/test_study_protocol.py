@@ -15,7 +15,7 @@ from experiments import mnist_trend  # noqa: E402
 
 
 def test_earliest_and_latest_snapshots_are_distilled_first():
-    cfg = configs.mnist_trend()
+    cfg = configs.mnist_trend.get_config()
     assert cfg.snapshots() == (512, 1024, 2048, 4096, 8192)
     assert cfg.distill_order() == (512, 8192, 1024, 2048, 4096)
     two = configs.override(cfg, distill_snapshots=(8192, 512))
@@ -28,7 +28,7 @@ def test_distill_seed_changes_only_the_students_stream(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline.loop, "run_loop", lambda *a, **k: None)
     monkeypatch.setattr(distill, "init_state", lambda *a, **k: None)
     pipeline._distill_step.cache_clear()
-    cfg = configs.override(configs.toy("chessboard"), **{"record.eval_every": 0})
+    cfg = configs.override(configs.toy.get_config(), **{"record.eval_every": 0})
     data = type("D", (), {"label_dim": 0, "shape": (4,), "sample": None, "consts": None})()
     for c in (cfg, configs.override(cfg, distill_seed=0), configs.override(cfg, distill_seed=1)):
         pipeline._distill_step.cache_clear()
@@ -85,8 +85,9 @@ def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
     """A run stopped after its first student leaves a partial summary (and its export) that says what is missing;
     the rerun completes it."""
     from experiments import toy
-    monkeypatch.setattr(configs, "toy", lambda d, p="cpu", _t=configs.toy: configs.override(
-        _t(d, p), **{"net_kwargs": {"features": (16, 16)}, "record.eval_every": 0, "ci_resamples": 10}))
+    small = {"net_kwargs": {"features": (16, 16)}, "record.eval_every": 0, "ci_resamples": 10}
+    monkeypatch.setattr(configs.toy, "get_config", lambda p="cpu", dataset="chessboard", _t=configs.toy.get_config:
+                        configs.override(_t(p, dataset), **small))
     argv = ["--dataset=chessboard", "--teacher_steps=20", "--set=distill_snapshots=10,20", "--distill_iterations=10",
             "--eval_n=32", "--quiet", f"--workdir={tmp_path / 'run'}", f"--results_dir={tmp_path / 'out'}"]
     students = []
@@ -112,7 +113,7 @@ def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
 def test_teacher_data_fit_tells_a_fitting_teacher_from_a_shifted_one():
     sample = lambda key, n, consts: (jax.random.normal(key, (n, 4)), None)
     data = Dataset(name="gauss", shape=(4,), sample=sample)
-    cfg = configs.toy("chessboard")
+    cfg = configs.toy.get_config()
     fitting = np.asarray(jax.random.normal(jax.random.PRNGKey(7), (400, 4)))
     good = evaluation.teacher_data_fit(cfg, data, fitting)
     bad = evaluation.teacher_data_fit(cfg, data, fitting + 3.0)

@@ -47,7 +47,7 @@ def test_ema_follows_edms_formula_with_rampup():
 
 
 def _toy_ema_config(**changes):
-    cfg = configs.override(configs.toy("chessboard"), **{**configs.EDM_EMA,
+    cfg = configs.override(configs.toy.get_config(), **{**configs.EDM_EMA,
         "teacher.ema_halflife_kimg": 0.5, "teacher.steps": 40, "teacher.chunk": 10, "teacher.ckpt_every": 20,
         "teacher.batch": 64, "net_kwargs": {"features": (32, 32)}, "distill.iterations": 10, "distill.chunk": 5,
         "distill.ckpt_every": 5, "distill.batch": 64, "eval_n": 32, "record.eval_every": 5, "record.n": 32,
@@ -124,9 +124,10 @@ def test_derived_settings_follow_overrides():
     assert t["ema_halflife_kimg"] == 500.0 and t["ema_rampup_ratio"] == 0.05 and t["distill_ema"]
 
 
-@pytest.mark.parametrize("make", [lambda p: configs.toy("moons", p), lambda p: configs.mnist(p),
-                                  lambda p: configs.mnist(p, conditional=True), lambda p: configs.mnist_trend(p),
-                                  lambda p: configs.mnist_trend(p, conditional=True), lambda p: configs.manifold(p)])
+@pytest.mark.parametrize("make", [lambda p: configs.toy.get_config(p, "moons"), configs.mnist_uncond.get_config,
+                                  configs.mnist_cond.get_config, configs.mnist_trend.get_config,
+                                  configs.mnist_trend_cond.get_config, configs.manifold.get_config,
+                                  configs.mnist_regime.get_config])
 @pytest.mark.parametrize("preset", ["cpu", "paper"])
 def test_every_teacher_preset_distills_edms_ema(make, preset):
     """The protocol the regime study selected (results/mnist_regime): every preset that trains a teacher keeps
@@ -143,11 +144,11 @@ def test_regime_arms_and_summary(tmp_path):
     """The study trains its teacher once and gives each arm a copy; each finished student is one `arms` entry;
     the lr arm runs to its sum of learning rates with a warm-up spanning the same sum as its base's."""
     base = configs.override(_toy_ema_config(**{"distill.warmup": 5}), distill_snapshots=(20, 40))
-    factor, low = configs.regime_arm(base, "lr4e-6")
+    factor, low = configs.mnist_regime.arm(base, "lr4e-6")
     assert factor == "dmd_lr" and low.snapshots() == (40,)
-    assert low.distill.iterations * low.distill.lr_gen == pytest.approx(configs.LOW_LR_SUM)
+    assert low.distill.iterations * low.distill.lr_gen == pytest.approx(configs.mnist_regime.LOW_LR_SUM)
     assert low.distill.warmup * low.distill.lr_gen == pytest.approx(base.distill.warmup * base.distill.lr_gen)
-    assert low.record.min_iterations == round(configs.PAPER_LR_SUM / configs.LOW_LR)
+    assert low.record.min_iterations == round(configs.PAPER_LR_SUM / configs.mnist_regime.LOW_LR)
     result = studies.run_regime(base, ["ema", "raw"], tmp_path, load(base), progress=False,
                                 results_dir=tmp_path / "evidence", peak_rss_gib=lambda: 1.5)
     assert [(r["name"], r["teacher_steps"], r["teacher_ema"]) for r in result["arms"]] == [
@@ -178,6 +179,6 @@ def test_regime_summary_keeps_arms_exported_from_an_earlier_workdir(tmp_path):
     res = tmp_path / "res"
     shutil.copytree(Path(REPO) / "results" / "mnist_regime", res)
     committed = json.loads((res / "results.json").read_text())
-    again = studies.write_regime_summary(configs.mnist_regime(), tmp_path / "work", res)
+    again = studies.write_regime_summary(configs.mnist_regime.get_config(), tmp_path / "work", res)
     assert again["arms"] == json.loads(json.dumps(committed["arms"]))
     assert (res / "kappa_vs_sum.png").stat().st_size > 1000

@@ -28,11 +28,11 @@ SMALL = {"teacher.chunk": 10, "teacher.ckpt_every": 20, "distill.chunk": 10, "di
 def _small(monkeypatch):
     """Shrink the cpu preset's chunks/checkpoint cadence so a tiny run crosses several checkpoints."""
     from dmdjax import configs
-    original = configs.toy
+    original = configs.toy.get_config
 
-    def small(dataset, preset="cpu"):
-        return configs.override(original(dataset, preset), **SMALL)
-    monkeypatch.setattr(configs, "toy", small)
+    def small(preset="cpu", dataset="chessboard"):
+        return configs.override(original(preset, dataset), **SMALL)
+    monkeypatch.setattr(configs.toy, "get_config", small)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_checkpoint_bytes_predicts_the_disk_a_run_keeps(reference_run):
     from dmdjax import configs, pipeline
     from dmdjax.data import load
     workdir, _ = reference_run
-    cfg = configs.override(configs.toy("chessboard"), **SMALL,
+    cfg = configs.override(configs.toy.get_config(), **SMALL,
                            **{"teacher.steps": 60, "distill.iterations": 30, "eval_n": 64})
     saved = json.loads((workdir / "config.json").read_text())
     assert {k: saved[k] for k in ("teacher", "distill", "net_kwargs")} == \
@@ -201,8 +201,9 @@ def slow_finalize_sync(self, *args, **kwargs):
     return finalize(self, *args, **kwargs)
 atomicity.AtomicRenameTemporaryPath.finalize = (slow_finalize if inspect.iscoroutinefunction(finalize)
                                                 else slow_finalize_sync)
-original = configs.toy
-configs.toy = lambda dataset, preset="cpu": configs.override(original(dataset, preset), **{SMALL!r})
+original = configs.toy.get_config
+configs.toy.get_config = lambda preset="cpu", dataset="chessboard": configs.override(original(preset, dataset),
+                                                                                   **{SMALL!r})
 toy.main({TINY!r} + ["--workdir=" + sys.argv[1]])
 """
 
@@ -284,7 +285,8 @@ def test_dm_loss_every_iteration_flag():
     from dmdjax import cli, configs
     parser = argparse.ArgumentParser()
     cli.add_common_flags(parser)
-    base = configs.toy("chessboard")
-    dense = cli.apply_common_flags(base, parser.parse_args(["--workdir=w", "--dm_loss_every_iteration"]))
-    sparse = cli.apply_common_flags(base, parser.parse_args(["--workdir=w"]))
+    base = configs.toy.get_config()
+    flags = lambda *argv: cli.apply_common_flags(base, parser.parse_args(["--workdir=w", *argv]),  # noqa: E731
+                                                 configs.toy.DERIVED)
+    dense, sparse = flags("--dm_loss_every_iteration"), flags()
     assert dense.distill.dm_loss_every_iteration and not sparse.distill.dm_loss_every_iteration

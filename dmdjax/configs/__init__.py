@@ -1,0 +1,162 @@
+"""Experiment configs as plain Python: one module per script in experiments/, each with
+`get_config(preset, **options) -> Config` (the resolved config of that script before its command-line flags)
+and `DERIVED`, the fields it computes from others. This package holds their shared building blocks.
+
+Presets: `paper` follows the paper's App. D, `cpu` is sized to show the phenomenon on a 2-core CPU.
+Derived fields are computed in one place, `resolve`: at the end of every `get_config`, and again by
+`cli.configure` after the command line's flags and `--set`s (a field given explicitly is kept).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from dmdjax.config import Config
+from dmdjax.distill import DistillConfig
+from dmdjax.record import RecordConfig
+from dmdjax.teacher import TeacherConfig
+
+PRESETS = ("cpu", "paper")
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def override(cfg: Config, **changes) -> Config:
+    """Replace fields, with dotted names for nested ones: override(cfg, **{"teacher.steps": 100})."""
+    top, nested = {}, {}
+    for key, value in changes.items():
+        if "." in key:
+            outer, inner = key.split(".", 1)
+            nested.setdefault(outer, {})[inner] = value
+        else:
+            top[key] = value
+    for outer, fields in nested.items():
+        top[outer] = dataclasses.replace(getattr(cfg, outer), **fields)
+    return dataclasses.replace(cfg, **top)
+
+
+def get(cfg, key: str):
+    """The value of a dotted field: get(cfg, "distill.lr_gen")."""
+    for part in key.split("."):
+        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Derived fields: {dotted key: cfg -> value}, computed by `resolve`.
+
+Rules = Mapping[str, Callable[[Config], Any]]
+
+
+def resolve(cfg: Config, derived: Rules, explicit=()) -> Config:
+    """cfg with every field of `derived` recomputed from cfg's other fields, except the keys in `explicit`
+    (given on the command line): `--set distill.lr_gen=1e-5` moves `record.min_iterations` to 10,000."""
+    changes = {key: rule(cfg) for key, rule in derived.items() if key not in explicit}
+    return override(cfg, **changes) if changes else cfg
+
+
+PAPER_LR_SUM = 50_000 * 2e-6   # the paper's students: 50,000 DMD iterations at lr 2e-6
+
+
+def judge_after(lr: float) -> int:
+    """The DMD iteration at which a student's learning rates add up to the paper's (PAPER_LR_SUM / lr)."""
+    return round(PAPER_LR_SUM / lr)
+
+
+# The stop rule judges a student only after the paper's sum of learning rates (its early copying phase can look
+# converged for hundreds of iterations; docs/design.md).
+JUDGED: Rules = {"record.min_iterations": lambda cfg: judge_after(cfg.distill.lr_gen)}
+
+
+def snapshot_steps(teacher_steps: int, divisors=(8, 4, 2, 1)) -> tuple[int, ...]:
+    """T / d for each divisor d of a teacher of T steps: T/8, T/4, T/2, T by default."""
+    return tuple(sorted({teacher_steps // d for d in divisors} - {0}))
+
+
+def snapshots_at(*divisors: int) -> Rules:
+    """`distill_snapshots` = T / d for each divisor d, T = teacher.steps (`snapshot_steps`)."""
+    return {"distill_snapshots": lambda cfg: snapshot_steps(cfg.teacher.steps, divisors)}
+
+
+FINAL_TEACHER: Rules = {"distill_snapshots": lambda cfg: (cfg.teacher.steps,)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shared settings.
+
+# Teacher EMA as EDM's training loop keeps it (`--ema` 0.5 Mimg, ramp-up 0.05; REFERENCE 2.2). Every preset that
+# trains a teacher keeps it and distills it; `--set teacher.ema_halflife_kimg=0`: the raw weights.
+EDM_EMA = {"teacher.ema_halflife_kimg": 500.0, "teacher.ema_rampup_ratio": 0.05}
+EMA = dict(ema_halflife_kimg=EDM_EMA["teacher.ema_halflife_kimg"], ema_rampup_ratio=EDM_EMA["teacher.ema_rampup_ratio"])
+
+
+def mlp_features(cfg: Config) -> tuple[int, ...]:
+    """The hidden-layer widths of cfg's MLP (`nets.mlp.FEATURES` unless net_kwargs gives them)."""
+    from dmdjax.nets.mlp import FEATURES
+    return tuple(cfg.net_kwargs.get("features", FEATURES))
+
+
+def with_width(cfg: Config, width: int | None) -> Config:
+    """The MLP with `width` units in each hidden layer (teacher, fake score and student alike); None: cfg."""
+    if width is None:
+        return cfg
+    return override(cfg, net_kwargs={**cfg.net_kwargs, "features": (int(width),) * len(mlp_features(cfg))})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MNIST: the network and recipes every image experiment starts from.
+
+MNIST_CPU_NET = dict(img_resolution=16, in_channels=1, label_dim=0, model_channels=32, channel_mult=[1, 2],
+                     channel_mult_emb=4, num_blocks=1, attn_resolutions=[8], dropout=0.0)
+# The cpu convergence record: its evaluations cost at most 15 % of a student's wall time (docs/performance.md).
+MNIST_CPU_RECORD = RecordConfig(eval_every=25, n=200)
+
+
+def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
+    """MNIST (Sec. 3.4, 4.2, App. B/D): EDM's ADM UNet, batch 32, teacher Adam 2e-4 with EDM's EMA (`EMA`),
+    distilled at its final step. Derived fields are left to the experiment (`resolve`).
+
+    paper: the paper's UNet at 32x32 (`nets.adm.mnist_config`), teacher 8192 iterations, DMD at lr 2e-6 for
+    50,000 iterations. cpu: MNIST average-pooled to 16x16, a small ADM (`MNIST_CPU_NET`), teacher 1024
+    iterations, DMD at lr 1e-4 for 400 iterations.
+    """
+    check_preset(preset)
+    from dmdjax.nets.adm import mnist_config
+    label_dim = 10 if conditional else 0
+    name = f"mnist-{'cond' if conditional else 'uncond'}-{preset}"
+    if preset == "paper":
+        net = {**mnist_config(), "label_dim": label_dim}
+        teacher = TeacherConfig(steps=8192, batch=32, lr=2e-4, ckpt_every=512, chunk=1, **EMA)
+        distill = DistillConfig(iterations=50_000, batch=32, lr_gen=2e-6, lr_fake=2e-6, ckpt_every=1000, chunk=5)
+        return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
+                      eval_ks=(1, 8, 32), eval_batch=250, record=RecordConfig(eval_every=1000, n=500))
+    net = {**MNIST_CPU_NET, "label_dim": label_dim}
+    teacher = TeacherConfig(steps=1024, batch=32, lr=2e-4, ckpt_every=128, chunk=1, **EMA)
+    distill = DistillConfig(iterations=400, batch=32, lr_gen=1e-4, lr_fake=1e-4, warmup=100, ckpt_every=100, chunk=5)
+    return Config(name=name, dataset="mnist", net="adm", net_kwargs=net, teacher=teacher, distill=distill,
+                  eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD)
+
+
+TREND_LR = 1e-4          # the teacher-length study's DMD learning rate (cpu; docs/notebook.md: the lr pilot)
+TREND_ITERATIONS = 2000  # its most DMD iterations per student: lr x iterations = 2 x PAPER_LR_SUM
+
+
+def study_protocol(cfg: Config, preset: str) -> Config:
+    """The teacher-length study's distillation protocol on an image config: Phi_1/8/32 on all noises, the
+    convergence record and its stop rule (`record.until_converged`); cpu: at most TREND_ITERATIONS DMD iterations
+    at TREND_LR, checkpoints and records every 100 iterations on 200 noises; paper: the preset's lr and
+    iterations, checkpoints every 1000."""
+    if preset == "paper":
+        changes = {"distill.ckpt_every": 1000}
+    else:
+        changes = {"distill.iterations": TREND_ITERATIONS, "distill.lr_gen": TREND_LR, "distill.lr_fake": TREND_LR,
+                   "distill.ckpt_every": 100, "record.eval_every": 100, "record.n": 200}
+    return override(cfg, eval_ks=(1, 8, 32), figure_ks=(), **{**changes, "record.until_converged": True})
+
+
+# One module per experiment script (imported last: each builds on the blocks above).
+from dmdjax.configs import (ablation, dimension_sweep, dynamics, imagenet64, manifold, mnist_cond,  # noqa: E402
+                            mnist_regime, mnist_trend, mnist_trend_cond, mnist_uncond, toy)

@@ -1,0 +1,16 @@
+"""Unconditional MNIST (Sec. 3.4, 4.2, App. B; `experiments/mnist_uncond.py`):
+
+    python experiments/mnist_uncond.py --preset=cpu --workdir=runs/mnist_cpu --mnist_dir=../shared/data/mnist
+
+The MNIST preset (`configs.mnist`); the teacher's snapshots T/8, T/4, T/2 and T distilled one by one.
+"""
+from __future__ import annotations
+
+from dmdjax.config import Config
+from dmdjax.configs import JUDGED, mnist, resolve, snapshots_at
+
+DERIVED = {**JUDGED, **snapshots_at(8, 4, 2, 1)}
+
+
+def get_config(preset: str = "cpu") -> Config:
+    return resolve(mnist(preset), DERIVED)
