@@ -518,13 +518,13 @@ def snapshot_list(text: str) -> tuple[int, ...]:
     return steps
 
 
-def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
+def add_mnist_flags(parser: argparse.ArgumentParser, divisors=(8, 4, 2, 1)) -> None:
     parser.add_argument("--mnist_dir", default=None,
                         help="directory with the four original MNIST .gz files (offline; else DMDJAX_MNIST_DIR, "
                              "else TFDS downloads them)")
     parser.add_argument("--snapshots", type=snapshot_list,
                         help="teacher steps to keep and distill, e.g. 1024,2048,4096,8192 (<= the teacher's "
-                             "steps T); default: T/8, T/4, T/2, T")
+                             "steps T); default: " + ", ".join("T" if d == 1 else f"T/{d}" for d in divisors))
 
 
 def experiment_main(argv, doc: str, experiment, add_flags: Callable | None = None,
@@ -555,7 +555,8 @@ def experiment_main(argv, doc: str, experiment, add_flags: Callable | None = Non
 def mnist_main(argv, experiment, doc: str) -> dict:
     """The MNIST experiments' main (`experiment_main` with --mnist_dir and --snapshots): mnist_uncond, mnist_cond,
     mnist_trend and mnist_trend_cond differ only in their config module."""
-    return experiment_main(argv, doc, experiment, add_mnist_flags,
+    divisors = getattr(experiment, "SNAPSHOT_DIVISORS", (8, 4, 2, 1))
+    return experiment_main(argv, doc, experiment, lambda parser: add_mnist_flags(parser, divisors),
                            load_options=lambda args: {"mnist_dir": args.mnist_dir})
 
 

@@ -217,6 +217,23 @@ def test_help_shows_defaults_and_presets():
     assert "presets:\n  cpu: ADM 16x16 C32" in text and "paper: ADM 32x32 C64" in text and "50000 iterations" in text
 
 
+@pytest.mark.parametrize("script, default", [("mnist_uncond", "T/8, T/4, T/2, T"), ("mnist_cond", "T/8, T/4, T/2, T"),
+                                             ("mnist_trend", "T/16, T/8, T/4, T/2, T"),
+                                             ("mnist_trend_cond", "T/16, T/8, T/4, T/2, T")])
+def test_help_names_each_experiments_own_snapshots(script, default, capsys):
+    """--help states the snapshots the experiment distills by default (mnist_trend: T/16 .. T, not T/8 .. T)."""
+    import importlib
+    main = importlib.import_module(f"experiments.{script}").main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert f"default: {default} " in flat or f"default: {default})" in flat, flat[-600:]
+    cfg = getattr(configs, script).get_config("cpu")
+    steps = cfg.teacher.steps
+    assert tuple(cfg.distill_snapshots) == tuple(sorted(steps // int(d) if d else steps
+                                                        for d in (p.strip().lstrip("T/") for p in default.split(","))))
+
+
 @pytest.mark.slow
 def test_the_promised_command_starts_with_the_cpu_preset(tmp_path, shared_dir):
     """`python experiments/mnist_uncond.py --teacher_steps=8192` on this CPU-only host: the first line says cpu."""

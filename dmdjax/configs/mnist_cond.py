@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dmdjax.config import Config
 from dmdjax.configs import mnist, resolve
-from dmdjax.configs.mnist_uncond import DERIVED
+from dmdjax.configs.mnist_uncond import DERIVED, SNAPSHOT_DIVISORS  # noqa: F401 (the flags' help)
 
 
 def get_config(preset: str = "cpu") -> Config:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dmdjax.config import Config
 from dmdjax.configs import JUDGED, check_preset, mnist, override, resolve, snapshots_at, study_protocol
 
-DERIVED = {**JUDGED, **snapshots_at(16, 8, 4, 2, 1)}
+SNAPSHOT_DIVISORS = (16, 8, 4, 2, 1)   # snapshots T/16 .. T of a teacher of T steps
+DERIVED = {**JUDGED, **snapshots_at(*SNAPSHOT_DIVISORS)}
 
 
 def get_config(preset: str = "cpu", conditional: bool = False) -> Config:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dmdjax.config import Config
 from dmdjax.configs import mnist_trend
 
-DERIVED = mnist_trend.DERIVED
+DERIVED, SNAPSHOT_DIVISORS = mnist_trend.DERIVED, mnist_trend.SNAPSHOT_DIVISORS
 
 
 def get_config(preset: str = "cpu") -> Config:

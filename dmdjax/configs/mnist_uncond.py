@@ -9,7 +9,8 @@ from __future__ import annotations
 from dmdjax.config import Config
 from dmdjax.configs import JUDGED, mnist, resolve, snapshots_at
 
-DERIVED = {**JUDGED, **snapshots_at(8, 4, 2, 1)}
+SNAPSHOT_DIVISORS = (8, 4, 2, 1)   # snapshots T/8 .. T of a teacher of T steps
+DERIVED = {**JUDGED, **snapshots_at(*SNAPSHOT_DIVISORS)}
 
 
 def get_config(preset: str = "cpu") -> Config:
