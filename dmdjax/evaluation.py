@@ -18,19 +18,20 @@ from dmdjax.data import Dataset
 from dmdjax.nets import denoise_fn
 from dmdjax.config import Config, keys
 
-__all__ = ["phi_k", "generate", "batched", "eval_noise", "generate_samples", "evaluate", "teacher_data_fit",
+__all__ = ["jitted_phi_k", "jitted_generate", "batched", "eval_noise", "generate_samples", "evaluate", "teacher_data_fit",
            "ci_fields", "copying_statistics", "dm_curve"]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def phi_k(model, params, z, k, labels):
-    """Phi_K(z): the teacher's K-step Heun sample (`sampling.phi_k`) from noise z (n, *shape)."""
+def jitted_phi_k(model, params, z, k, labels):
+    """Phi_K(z): the teacher's K-step Heun sample (`sampling.phi_k`, compiled per model and K) from noise z
+    (n, *shape)."""
     return sampling.phi_k(denoise_fn(model, params), z, k, labels)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def generate(model, params, z, labels, sigma):
-    """G(z): the one-step student at conditioning sigma (`distill.generate`)."""
+def jitted_generate(model, params, z, labels, sigma):
+    """G(z): the one-step student at conditioning sigma (`distill.generate`, compiled per model)."""
     return distill.generate(model, params, z, labels, sigma)
 
 
@@ -59,12 +60,12 @@ def eval_noise(cfg: Config, data: Dataset, n: int | None = None):
 
 
 def teacher_samples(cfg: Config, model, teacher_params, z, labels, k: int) -> np.ndarray:
-    return batched(lambda z, y: phi_k(model, teacher_params, z, k, y), z, labels, cfg.eval_batch)
+    return batched(lambda z, y: jitted_phi_k(model, teacher_params, z, k, y), z, labels, cfg.eval_batch)
 
 
 def student_samples(cfg: Config, model, gen_params, z, labels) -> np.ndarray:
     sigma = cfg.distill.conditioning_sigma
-    return batched(lambda z, y: generate(model, gen_params, z, y, sigma), z, labels, cfg.eval_batch)
+    return batched(lambda z, y: jitted_generate(model, gen_params, z, y, sigma), z, labels, cfg.eval_batch)
 
 
 def generate_samples(cfg: Config, model, teacher_params, gen_params, z, labels) -> dict[str, np.ndarray]:
