@@ -11,6 +11,7 @@ accelerator = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(accelerator)
 
 
+@pytest.mark.slow
 def test_tiny_run_measures_every_program_and_mfu(tmp_path):
     out = accelerator.main(["--net=tiny", "--batches=2", "--dtypes=bfloat16", "--programs=teacher,phi8",
                             "--phi_n=4", "--phi_batch=2", "--repeats=2", "--peak_tflops=0.5",

@@ -147,6 +147,7 @@ def test_init_zero_output_and_dropout():
     assert not np.allclose(t1, t2) and not np.allclose(t1, e1)
 
 
+@pytest.mark.slow
 def test_init_params_is_the_eager_init_as_one_program():
     """teacher.init_params jits the init (one program instead of one per initialiser and layer); the params are
     the eager init's, bit for bit, so runs started before and after the change start from the same weights."""

@@ -302,6 +302,7 @@ print(float(f(jnp.arange(64.0))))
 """
 
 
+@pytest.mark.slow
 def test_a_rerun_reads_its_compiles_from_the_persistent_cache(tmp_path):
     """cli.start points JAX's persistent cache at --compile_cache: the first process writes its programs there,
     a second one finds them all (no new entry) and computes the same; 'none' writes nothing."""

@@ -86,6 +86,7 @@ def prepared(tmp_path_factory):
     return data_dir, images, labels, seconds, err.getvalue(), temp
 
 
+@pytest.mark.slow
 @needs_files
 def test_train_split_matches_idx_files(prepared):
     _, images, labels, *_ = prepared
@@ -112,6 +113,7 @@ def test_train_split_matches_idx_files(prepared):
     assert Counter(map(key, u8, labels)) == Counter(map(key, idx_images, idx_labels))
 
 
+@pytest.mark.slow
 @needs_files
 def test_cached_reload_needs_no_files_or_network(prepared, monkeypatch, no_env):
     data_dir, images, labels, first, *_ = prepared
@@ -127,6 +129,7 @@ def test_cached_reload_needs_no_files_or_network(prepared, monkeypatch, no_env):
     np.testing.assert_array_equal(labels2, labels)
 
 
+@pytest.mark.slow
 @needs_files
 def test_env_dirs_test_split_and_resolution(prepared, monkeypatch, no_env):
     data_dir, *_ = prepared
@@ -141,6 +144,7 @@ def test_env_dirs_test_split_and_resolution(prepared, monkeypatch, no_env):
     assert np.all(x16[:, 0] == -1.0)  # the 2-pixel border pools to background
 
 
+@pytest.mark.slow
 @needs_files
 def test_preparation_says_where_and_leaves_no_temp_folders(prepared):
     data_dir, *_, stderr, temp = prepared
@@ -148,6 +152,7 @@ def test_preparation_says_where_and_leaves_no_temp_folders(prepared):
     assert not list(temp.glob("tmp*tfds"))          # TFDS's empty DatasetInfo folders are removed
 
 
+@pytest.mark.slow
 @needs_files
 def test_tfds_data_dir_variable_is_honoured(prepared, monkeypatch, no_env):
     data_dir, *_ = prepared

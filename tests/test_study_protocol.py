@@ -81,6 +81,7 @@ def test_study_command_line_defaults(capsys):
     assert cfg["distill"]["lr_gen"] * cfg["distill"]["iterations"] >= 0.1 - 1e-12   # the paper's 50,000 x 2e-6
 
 
+@pytest.mark.slow
 def test_summary_is_written_after_every_student(monkeypatch, tmp_path):
     """A run stopped after its first student leaves a partial summary (and its export) that says what is missing;
     the rerun completes it."""

@@ -110,6 +110,7 @@ def test_students_and_phi_k_start_from_the_ema(tmp_path, monkeypatch):
     assert np.abs(seen[0] - seen[1]).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_derived_settings_follow_overrides():
     out = subprocess.run([sys.executable, "experiments/mnist_uncond.py", "--set", "distill.lr_gen=1e-5",
                           "--print_config"], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -74,6 +74,7 @@ def _run(enable: bool, flags: str = "", mode: str = "compute", **env) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TESTED, reason="the flag is only set on the jaxlib versions it was measured on")
 def test_tuned_kernels_match_xla_defaults():
     """This process runs with the flag (conftest.py); the child with XLA's defaults."""
