@@ -124,6 +124,11 @@ def test_the_regime_verdict_follows_the_committed_students():
     assert f"kappa {seed1['kappa_final']:.3f} [{seed1['kappa_final_ci'][0]:.3f}, {seed1['kappa_final_ci'][1]:.3f}]" \
         in " ".join((REPO / "results" / "mnist_regime" / "README.md").read_text().split())
     readme = (REPO / "results" / "mnist_regime" / "README.md").read_text()
+    flat = " ".join(readme.split())
+    for snap in (512, 8192):                # the raw weights of the same teacher remap at both snapshots
+        raw = arms[("raw", snap)]
+        assert not raw["teacher_ema"] and not raw["converged"] and raw["kappa_final_ci"][0] > 0.5
+        assert f"{raw['kappa_final']:.3g} [{raw['kappa_final_ci'][0]:.3g}, {raw['kappa_final_ci'][1]:.3g}]" in flat
     for run, kappas in (("mnist_trend", "0.83 [0.81, 0.85]"), ("mnist_trend_seed1", "0.67 [0.65, 0.69]")):
         r = json.loads((REPO / "results" / run / "student_8192" / "results.json").read_text())
         assert f"{r['kappa']:.2f} [{r['kappa_ci'][0]:.2f}, {r['kappa_ci'][1]:.2f}]" == kappas and kappas in readme
