@@ -147,3 +147,20 @@ def test_the_toy_pages_prose_reads_the_committed_students():
     for run in ("chessboard_control", "toy_moons", "toy_gmm"):
         r = json.loads((REPO / "results" / run / "results.json").read_text())["snapshots"]["4000"]
         assert f"{verdict._fmt(r['kappa'])})" in page or f"{verdict._fmt(r['kappa'])};" in page, run
+
+
+def test_the_ema_trend_pages_prose_reads_the_committed_trend_test():
+    """The EMA study's page and README quote the committed trend test (rho, p, verdict) and the second seed's
+    students as results/ holds them."""
+    from dmdjax import verdict
+    kappa = json.loads((REPO / "results" / "mnist_trend_ema" / "trend_test.json").read_text())["tests"]["kappa"]
+    page = " ".join((REPO / "results" / "mnist_trend_ema" / "README.md").read_text().split())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    quoted = f"{kappa['spearman_rho']:.2f}, one-sided permutation p = {kappa['p_value']:.3f}"
+    assert quoted in page and f"**{kappa['verdict']}**" in page
+    assert f"rho {kappa['spearman_rho']:.2f}, p = {kappa['p_value']:.3f}" in readme
+    seed1 = json.loads((REPO / "results" / "mnist_trend_ema_seed1" / "results.json").read_text())["snapshots"]
+    assert f"{verdict._fmt(seed1['512']['kappa'])} at 512 steps to {verdict._fmt(seed1['8192']['kappa'])} at 8192" in page
+    r = seed1["4096"]
+    assert not r["converged"] and f"kappa {r['kappa']:.3g} [{r['kappa_ci'][0]:.3g}, {r['kappa_ci'][1]:.3g}]" in page
+    assert [s for s, r in seed1.items() if r["converged"]] == ["8192"] and seed1["8192"]["convergence"]["iterations"] == 1000
