@@ -98,9 +98,7 @@ class Checkpointer:
                 raise CheckpointError(
                     f"checkpoint {path} does not match the model being restored ({reason}). It was written by a "
                     f"different config: use the matching config, or a fresh --workdir.") from e
-            raise CorruptCheckpointError(
-                f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
-                f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason) from e
+            raise self._corrupt(step, reason) from e
 
     def _verify(self, step: int) -> None:
         """Raise CorruptCheckpointError if a file of `step` is missing or differs from its SHA-256 at save time."""
@@ -118,7 +116,11 @@ class Checkpointer:
                 return
             reason = (f"{len(bad)} of {len(recorded)} files missing or changed since the save, by their SHA-256 "
                       f"(first: {bad[0]})")
-        raise CorruptCheckpointError(
+        raise self._corrupt(step, reason)
+
+    def _corrupt(self, step: int, reason: str) -> CorruptCheckpointError:
+        path = self.directory / str(step)
+        return CorruptCheckpointError(
             f"checkpoint {path} cannot be read: it is corrupt ({reason}). Delete that one directory, {path}, "
             f"and rerun: the run resumes from the checkpoint before it, if any.", step, path, reason)
 
@@ -160,8 +162,7 @@ class Checkpointer:
         self._write_sums()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._write_sums()
+        self.wait()
         self._manager.close()
 
 
