@@ -140,6 +140,15 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
                   eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD)
 
 
+def study_base(preset: str, dataset: str, width: int | None = None) -> Config:
+    """A study's student on `dataset` (the ablation's, the dynamics study's): the toy's own preset, its MLP `width`
+    units wide (None: the preset's), or MNIST's (`mnist`), distilled at the final teacher step."""
+    from dmdjax.data.toy import DATASETS
+    if dataset not in DATASETS + ("mnist",):
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS + ('mnist',))}")
+    return with_width(toy.get_config(preset, dataset), width) if dataset in DATASETS else mnist(preset)
+
+
 TREND_LR = 1e-4          # the teacher-length study's DMD learning rate (cpu; docs/notebook.md: the lr pilot)
 TREND_ITERATIONS = 2000  # its most DMD iterations per student: lr x iterations = 2 x PAPER_LR_SUM
 

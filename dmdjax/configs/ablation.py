@@ -8,7 +8,7 @@ cpu: fewer DMD iterations than the dataset's preset, so that three students per 
 from __future__ import annotations
 
 from dmdjax.config import Config
-from dmdjax.configs import JUDGED, mnist, override, resolve, toy, with_width
+from dmdjax.configs import JUDGED, override, resolve, study_base
 
 DERIVED = JUDGED
 VARIANTS = ("plain", "gan", "regression")
@@ -17,12 +17,9 @@ CPU_ITERATIONS = {"toy": 1600, "mnist": 300}    # DMD iterations per student at 
 
 def get_config(preset: str = "cpu", dataset: str = "chessboard", width: int | None = None) -> Config:
     """The plain student's config; width: the toys' MLP width (None: the preset's)."""
-    from dmdjax.data.toy import DATASETS
-    if dataset not in DATASETS + ("mnist",):
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS + ('mnist',))}")
-    cfg = with_width(toy.get_config(preset, dataset), width) if dataset in DATASETS else mnist(preset)
+    cfg = study_base(preset, dataset, width)
     if preset == "cpu":
-        cfg = override(cfg, **{"distill.iterations": CPU_ITERATIONS["toy" if dataset in DATASETS else "mnist"]})
+        cfg = override(cfg, **{"distill.iterations": CPU_ITERATIONS["mnist" if dataset == "mnist" else "toy"]})
     return resolve(override(cfg, name=f"ablation-{dataset}-{preset}"), DERIVED)
 
 

@@ -7,18 +7,14 @@ The dataset's preset at its final teacher step; Delta_E(Phi_8, G_t) recorded eve
 from __future__ import annotations
 
 from dmdjax.config import Config
-from dmdjax.configs import JUDGED, mnist, override, resolve, toy, with_width
+from dmdjax.configs import JUDGED, override, resolve, study_base
 
 DERIVED = JUDGED
 
 
 def get_config(preset: str = "cpu", dataset: str = "chessboard", width: int | None = None) -> Config:
     """width: the toys' MLP width (None: the preset's)."""
-    from dmdjax.data.toy import DATASETS
-    if dataset not in DATASETS + ("mnist",):
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS + ('mnist',))}")
-    cfg = with_width(toy.get_config(preset, dataset), width) if dataset in DATASETS else mnist(preset)
-    return resolve(override(cfg, name=f"dynamics-{dataset}-{preset}"), DERIVED)
+    return resolve(override(study_base(preset, dataset, width), name=f"dynamics-{dataset}-{preset}"), DERIVED)
 
 
 def interval(preset: str, dataset: str) -> int:
