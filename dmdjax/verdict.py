@@ -102,9 +102,13 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _interval(value: float, ci) -> str:
+    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
 def _student(label: str, res: dict) -> str:
-    return (f"{label}: kappa {_fmt(res['kappa'])} [{_fmt(res['kappa_ci'][0])}, {_fmt(res['kappa_ci'][1])}], "
-            f"Delta_E {_fmt(res['delta_e'])} [{_fmt(res['delta_e_ci'][0])}, {_fmt(res['delta_e_ci'][1])}]")
+    return (f"{label}: kappa {_interval(res['kappa'], res['kappa_ci'])}, "
+            f"Delta_E {_interval(res['delta_e'], res['delta_e_ci'])}")
 
 
 def _students(root: Path, picks: list[tuple[str, str, str]]) -> list[tuple[str, dict]]:
@@ -178,8 +182,8 @@ def claims_page(results_root: str | Path) -> str:
     for path in sorted(root.glob("*/trend_test.json")):
         saved = json.loads(path.read_text())
         for stat, t in saved["tests"].items():
-            diffs = "; ".join(f"{run} {d['late']}-{d['early']}: {_fmt(d['difference'])} [{_fmt(d['ci'][0])}, "
-                              f"{_fmt(d['ci'][1])}]" for run, d in t["differences"].items())
+            diffs = "; ".join(f"{run} {d['late']}-{d['early']}: {_interval(d['difference'], d['ci'])}"
+                              for run, d in t["differences"].items())
             cfg = json.loads((root.parent / saved["runs"][0] / "results.json").read_text())["config"]
             protocol = "EMA" if cfg["teacher"].get("ema_halflife_kimg", 0) > 0 else "raw weights"
             tests.append(f"| {path.parent.name} | {protocol} | {stat} | {t['n_points']} | {_fmt(t['spearman_rho'])} | "
@@ -223,11 +227,11 @@ def glance_table(results_root: str | Path) -> str:
     under the EMA protocol, the verdict (and the raw-weight protocol's), the results page; then the trend test
     of the EMA study (`trend_test.json`)."""
     root = Path(results_root)
-    kappa = lambda r: f"{_fmt(r['kappa'])} [{_fmt(r['kappa_ci'][0])}, {_fmt(r['kappa_ci'][1])}]"
     rows = []
     for claim, where, paper, claimed, ema, raw, page in CLAIMS:
         found_ema, found_raw = _students(root, ema), _students(root, raw)
-        cell = "; ".join(f"{label} {kappa(r)}" for label, r in found_ema) or "not run yet"
+        cell = ("; ".join(f"{label} {_interval(r['kappa'], r['kappa_ci'])}" for label, r in found_ema)
+                or "not run yet")
         rows.append(f"| {claim} ({where}) | {paper} | {cell} | {_regime_verdict(found_ema, claimed)} "
                     f"({_regime_verdict(found_raw, claimed)}) | [{page}](results/{page}/README.md) |")
     claim, where, paper, page, raw_page = TREND_CLAIM
