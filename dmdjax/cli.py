@@ -480,8 +480,8 @@ def cpu_hours_estimate(cfg, cores: int | None = None, work: str | Path | None = 
 
 
 def announce(cfg, args, out=None, warn_hours: float = 1.0) -> None:
-    """Print (process 0) the first line of a run: the preset (and why it was chosen), what it holds, the work directory; on
-    a CPU-only host whose estimated time exceeds `warn_hours`, a warning with the estimate follows."""
+    """Print (process 0) the first line of a run: the preset (and why it was chosen), what it holds, the work
+    directory; on a CPU-only host whose estimated time exceeds `warn_hours`, a warning with the estimate follows."""
     import jax
     out = out or sys.stdout
     why = ""
@@ -518,7 +518,8 @@ def snapshot_list(text: str) -> tuple[int, ...]:
     return steps
 
 
-def add_mnist_flags(parser: argparse.ArgumentParser, divisors=(8, 4, 2, 1)) -> None:
+def add_mnist_flags(parser: argparse.ArgumentParser, divisors: Sequence[int]) -> None:
+    """--mnist_dir and --snapshots (its default: T / d for each of the experiment's snapshot `divisors`)."""
     parser.add_argument("--mnist_dir", default=None,
                         help="directory with the four original MNIST .gz files (offline; else DMDJAX_MNIST_DIR, "
                              "else TFDS downloads them)")
@@ -554,9 +555,9 @@ def experiment_main(argv, doc: str, experiment, add_flags: Callable | None = Non
 
 def mnist_main(argv, experiment, doc: str) -> dict:
     """The MNIST experiments' main (`experiment_main` with --mnist_dir and --snapshots): mnist_uncond, mnist_cond,
-    mnist_trend and mnist_trend_cond differ only in their config module."""
-    divisors = getattr(experiment, "SNAPSHOT_DIVISORS", (8, 4, 2, 1))
-    return experiment_main(argv, doc, experiment, lambda parser: add_mnist_flags(parser, divisors),
+    mnist_trend and mnist_trend_cond differ only in their config module (which names its SNAPSHOT_DIVISORS)."""
+    add_flags = lambda parser: add_mnist_flags(parser, experiment.SNAPSHOT_DIVISORS)
+    return experiment_main(argv, doc, experiment, add_flags,
                            load_options=lambda args: {"mnist_dir": args.mnist_dir})
 
 
