@@ -374,8 +374,8 @@ def describe(cfg) -> str:
 
 def echo(*values, file=None, **kwargs) -> None:
     """`print` on process 0 only (multi-host: one process reports; every process runs the same code)."""
-    import jax
-    if jax.process_index() == 0:
+    from dmdjax import parallel
+    if parallel.is_main():
         print(*values, file=file, flush=True, **kwargs)
 
 
