@@ -306,3 +306,30 @@ def test_install_hint_matches_how_dmdjax_was_installed(monkeypatch, tmp_path):
     fake.parent.mkdir(parents=True)
     monkeypatch.setattr(mnist, "__file__", str(fake))
     assert mnist.install_hint("tfds") == "pip install 'dmdjax[tfds]'"
+
+
+@pytest.mark.slow
+@needs_files
+def test_a_second_process_waits_for_the_first_preparation(prepared, tmp_path, no_env):
+    """Two experiments started together on a fresh data dir: while one prepares (here: the test, holding the
+    lock), the other waits and then reads that copy instead of preparing its own (whose final rename failed with
+    FileExistsError before the lock)."""
+    data_dir = prepared[0]
+    fresh = tmp_path / "tfds"
+    code = ("import hashlib, sys\nfrom dmdjax.data import mnist\n"
+            "x, y = mnist.load_mnist('test', data_dir=sys.argv[1], manual_dir=sys.argv[2])\n"
+            "print(hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest())\n")
+    with mnist._preparation_lock(fresh):
+        child = subprocess.Popen([sys.executable, "-c", code, str(fresh), str(MNIST_DIR)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        seen = []
+        while not seen or not any(word in seen[-1] for word in ("waiting", "preparing")):
+            seen.append(child.stderr.readline())     # blocks until the child says what it does
+            if not seen[-1]:
+                break                                # the child ended
+        assert "waiting for it" in seen[-1], "".join(seen)[-3000:]
+        shutil.copytree(data_dir / "mnist", fresh / "mnist")    # "the first process" finishes its copy
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-3000:]
+    assert "preparing" not in err, err[-3000:]
+    assert out.split() == [TF_PATH_SHA256["test"]]

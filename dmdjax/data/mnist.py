@@ -17,8 +17,9 @@ Where the data come from (first match wins):
      at once instead of TFDS's minutes-long retry loop.
 The TFDS data dir is `data_dir`, else DMDJAX_TFDS_DIR, else TFDS's own TFDS_DATA_DIR, else
 ~/tensorflow_datasets. Preparation (~10 s on 2 CPU cores, a ~27 MB copy) happens once and says on stderr where
-the copy goes; later calls reuse it. The files are checked before TFDS is imported, so without data and
-without network the error comes at once; TFDS's empty `tmp*tfds` folders are removed from the temp directory.
+the copy goes; later calls reuse it, and processes starting together on a fresh data dir prepare it once (a file
+lock: the others wait). The files are checked before TFDS is imported, so without data and without network the
+error comes at once; TFDS's empty `tmp*tfds` folders are removed from the temp directory.
 
 TensorFlow is never imported, installed or not (`pip install "dmdjax[tfds]"` is all MNIST needs). TFDS 4.9.10's
 own mnist builder needs TensorFlow to prepare (tf.io.gfile to extract and read the .gz files,
@@ -269,6 +270,42 @@ def pad_and_scale(images_u8: np.ndarray, pad_to: int = 32, resolution: int | Non
     return x
 
 
+PREPARE_LOCK = ".dmdjax-mnist-prepare.lock"   # in the array_record dir: one preparation at a time per data dir
+
+
+@contextlib.contextmanager
+def _preparation_lock(store: Path):
+    """Holds an exclusive lock on `store`/PREPARE_LOCK (POSIX flock; none where fcntl is missing): two processes
+    starting on a fresh data dir prepare it once, the second waiting (TFDS's final rename fails for the loser)."""
+    try:
+        import fcntl
+    except ImportError:     # Windows: no lock, as before
+        yield
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / PREPARE_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"MNIST: another process is preparing the TFDS copy in {store}; waiting for it", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _prepare(tfds, builder, manual_dir, data_dir: Path, store: Path) -> None:
+    """Writes the array_record copy from `manual_dir` (else a download), saying where on stderr."""
+    source = f"the files in {manual_dir}" if manual_dir is not None else "a download"
+    beside = "" if store == data_dir else f" (the tfrecord copy in {data_dir / 'mnist'} is left as is)"
+    print(f"MNIST: preparing a TFDS copy (~27 MB) from {source} in {builder.data_dir}{beside}, once; "
+          f"set {TFDS_DIR_ENV} or {TFDS_OWN_ENV} to put it elsewhere", file=sys.stderr)
+    config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir), force_checksums_validation=True)
+    builder.download_and_prepare(download_config=config)
+
+
 def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: int = 32,
                resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Whole MNIST split -> (images (N, R, R, 1) float32 in [-1, 1], labels (N,) int32); R = resolution or pad_to.
@@ -302,13 +339,11 @@ def load_mnist(split: str = "train", *, data_dir=None, manual_dir=None, pad_to: 
         try:
             builder = _tfds_mnist_builder()(data_dir=os.fspath(store), file_format=FILE_FORMAT)
             if not builder.is_prepared():
-                source = f"the files in {manual_dir}" if manual_dir is not None else "a download"
-                beside = "" if store == data_dir else f" (the tfrecord copy in {data_dir / 'mnist'} is left as is)"
-                print(f"MNIST: preparing a TFDS copy (~27 MB) from {source} in {builder.data_dir}{beside}, once; "
-                      f"set {TFDS_DIR_ENV} or {TFDS_OWN_ENV} to put it elsewhere", file=sys.stderr)
-                config = tfds.download.DownloadConfig(
-                    manual_dir=None if manual_dir is None else os.fspath(manual_dir), force_checksums_validation=True)
-                builder.download_and_prepare(download_config=config)
+                with _preparation_lock(store):
+                    # Asked again under the lock: a concurrent process may have prepared it meanwhile.
+                    builder = _tfds_mnist_builder()(data_dir=os.fspath(store), file_format=FILE_FORMAT)
+                    if not builder.is_prepared():
+                        _prepare(tfds, builder, manual_dir, data_dir, store)
         finally:
             _remove_new_empty_tmp_dirs(temp_before)
         source = builder.as_data_source(split=split)
