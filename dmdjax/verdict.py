@@ -148,13 +148,13 @@ def _regime_verdict(found: list[tuple[str, dict]], claimed: str) -> str:
 CLAIMS = [
     ("the latest teacher's student copies", "Sec. 4.2, Table 1", "Delta_E 0.0367 at 8192 steps", "copies",
      [("seed 0", "mnist_regime/ema", "8192"), ("seed 1", "mnist_regime/ema-seed1", "8192")],
-     [("seed 0", "mnist_trend", "8192"), ("seed 1", "mnist_trend_seed1", "8192")], "mnist_regime"),
+     [("seed 0", "mnist_trend_raw", "8192"), ("seed 1", "mnist_trend_raw_seed1", "8192")], "mnist_regime"),
     ("an early teacher's student remaps", "Sec. 4.2, Table 1", "Delta_E 1.05 at 1024 steps", "remaps",
-     [("512 steps, seed 0", "mnist_regime/ema", "512"), ("512 steps, seed 1", "mnist_trend_ema_seed1", "512")],
-     [("512 steps, seed 0", "mnist_trend", "512"), ("512 steps, seed 1", "mnist_trend_seed1", "512")],
+     [("512 steps, seed 0", "mnist_regime/ema", "512"), ("512 steps, seed 1", "mnist_trend_seed1", "512")],
+     [("512 steps, seed 0", "mnist_trend_raw", "512"), ("512 steps, seed 1", "mnist_trend_raw_seed1", "512")],
      "mnist_regime"),
     ("conditional students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",
-     [], [("seed 0", "mnist_trend_cond", "8192"), ("seed 1", "mnist_trend_cond_seed1", "8192")], "mnist_trend_cond"),
+     [], [("seed 0", "mnist_trend_cond_raw", "8192"), ("seed 1", "mnist_trend_cond_raw_seed1", "8192")], "mnist_trend_cond_raw"),
     ("MLP-manifold students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",
      [("1024 steps", "manifold_ema", "1024")], [("1024 steps", "manifold_cpu", "1024")], "manifold_cpu"),
     ("toy students in R^4 remap", "Sec. 3.3, Fig. 2", "chessboard Delta_E 8.55", "remaps",
@@ -219,7 +219,7 @@ def claims_page(results_root: str | Path) -> str:
 
 # (claim, paper's section, paper's numbers, the EMA study, the raw-weight study): their trend_test.json
 TREND_CLAIM = ("copying grows with teacher length", "Sec. 4.2, Table 1", "Delta_E 1.05 / 0.389 / 0.237 / 0.0367 at "
-               "1024..8192 steps", "mnist_trend_ema", "mnist_trend")
+               "1024..8192 steps", "mnist_trend", "mnist_trend_raw")
 
 
 def glance_table(results_root: str | Path) -> str:

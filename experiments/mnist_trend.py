@@ -5,8 +5,10 @@ teacher's discretisation floor as controls, held-out teacher quality per snapsho
 
     python experiments/mnist_trend.py --workdir=runs/mnist_trend --mnist_dir=../shared/data/mnist \\
         --results_dir=results/mnist_trend
-    python experiments/mnist_trend.py --snapshots=512,8192 --set distill_seed=1 --workdir=runs/mnist_trend_seed1 \\
+    python experiments/mnist_trend.py --set distill_seed=1 --workdir=runs/mnist_trend_seed1 \\
         --mnist_dir=../shared/data/mnist          # the second-seed control (same teacher, another DMD stream)
+    python experiments/mnist_trend.py --seed=1 --snapshots=512,2048,8192 --workdir=runs/mnist_trend_teacher1 \\
+        --mnist_dir=../shared/data/mnist          # the second-teacher control (another init seed)
     python experiments/mnist_trend.py --set teacher.ema_halflife_kimg=0 --workdir=runs/mnist_trend_raw \\
         --mnist_dir=../shared/data/mnist          # the raw-weight protocol of the studies before the regime study
 

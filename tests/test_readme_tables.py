@@ -111,7 +111,7 @@ def test_regime_table_rows_follow_the_arms():
 def test_the_regime_verdict_follows_the_committed_students():
     """README's reading of results/mnist_regime: the EMA teacher's 8192-step student copies (converged, kappa's
     interval below 0.05, G closer to Phi_8 than Phi_1 for most noises, FD within twice the teacher's); its
-    512-step student remaps (kappa's interval above 0.5); the raw-weight students of results/mnist_trend remap."""
+    512-step student remaps (kappa's interval above 0.5); the raw-weight students of results/mnist_trend_raw remap."""
     arms = {(a["name"], a["teacher_steps"]): a for a in
             json.loads((REPO / "results" / "mnist_regime" / "results.json").read_text())["arms"]}
     late, early = arms[("ema", 8192)], arms[("ema", 512)]
@@ -129,7 +129,7 @@ def test_the_regime_verdict_follows_the_committed_students():
         raw = arms[("raw", snap)]
         assert not raw["teacher_ema"] and not raw["converged"] and raw["kappa_final_ci"][0] > 0.5
         assert f"{raw['kappa_final']:.3g} [{raw['kappa_final_ci'][0]:.3g}, {raw['kappa_final_ci'][1]:.3g}]" in flat
-    for run, kappas in (("mnist_trend", "0.83 [0.81, 0.85]"), ("mnist_trend_seed1", "0.67 [0.65, 0.69]")):
+    for run, kappas in (("mnist_trend_raw", "0.83 [0.81, 0.85]"), ("mnist_trend_raw_seed1", "0.67 [0.65, 0.69]")):
         r = json.loads((REPO / "results" / run / "student_8192" / "results.json").read_text())
         assert f"{r['kappa']:.2f} [{r['kappa_ci'][0]:.2f}, {r['kappa_ci'][1]:.2f}]" == kappas and kappas in readme
         assert not r["converged"]
@@ -153,13 +153,13 @@ def test_the_ema_trend_pages_prose_reads_the_committed_trend_test():
     """The EMA study's page and README quote the committed trend test (rho, p, verdict) and the second seed's
     students as results/ holds them."""
     from dmdjax import verdict
-    kappa = json.loads((REPO / "results" / "mnist_trend_ema" / "trend_test.json").read_text())["tests"]["kappa"]
-    page = " ".join((REPO / "results" / "mnist_trend_ema" / "README.md").read_text().split())
+    kappa = json.loads((REPO / "results" / "mnist_trend" / "trend_test.json").read_text())["tests"]["kappa"]
+    page = " ".join((REPO / "results" / "mnist_trend" / "README.md").read_text().split())
     readme = " ".join((REPO / "README.md").read_text().split())
     quoted = f"{kappa['spearman_rho']:.2f}, one-sided permutation p = {kappa['p_value']:.3f}"
     assert quoted in page and f"**{kappa['verdict']}**" in page
     assert f"rho {kappa['spearman_rho']:.2f}, p = {kappa['p_value']:.3f}" in readme
-    seed1 = json.loads((REPO / "results" / "mnist_trend_ema_seed1" / "results.json").read_text())["snapshots"]
+    seed1 = json.loads((REPO / "results" / "mnist_trend_seed1" / "results.json").read_text())["snapshots"]
     assert f"{verdict._fmt(seed1['512']['kappa'])} at 512 steps to {verdict._fmt(seed1['8192']['kappa'])} at 8192" in page
     r = seed1["4096"]
     assert not r["converged"] and f"kappa {r['kappa']:.3g} [{r['kappa_ci'][0]:.3g}, {r['kappa_ci'][1]:.3g}]" in page

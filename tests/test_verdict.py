@@ -97,8 +97,8 @@ def test_regime_classification():
     assert verdict._regime_verdict([], "copies") == "pending"
 
 
-@pytest.mark.parametrize("trend_run, arm_run, snaps", [("mnist_trend_ema", "ema", ("512", "8192")),
-                                                        ("mnist_trend_ema_seed1", "ema-seed1", ("8192",))])
+@pytest.mark.parametrize("trend_run, arm_run, snaps", [("mnist_trend", "ema", ("512", "8192")),
+                                                        ("mnist_trend_seed1", "ema-seed1", ("8192",))])
 def test_the_ema_trend_study_reproduces_the_regime_studys_ema_arm_exactly(trend_run, arm_run, snaps):
     """Two runs of the same teacher (trained from scratch twice, same seed) and protocol, for each DMD seed: the
     committed students of the same snapshot are equal number for number (the results pages' determinism

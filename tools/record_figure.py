@@ -2,8 +2,8 @@
 iteration where the learning rates add up to the paper's (dashed): e.g. conditional against unconditional
 students of the same snapshots.
 
-    python tools/record_figure.py --run unconditional=results/mnist_trend --run "seed 1=results/mnist_trend_seed1" \\
-        --run conditional=results/mnist_trend_cond --snapshots=512,8192 --out=results/mnist_trend_cond/kappa_records.png
+    python tools/record_figure.py --run unconditional=results/mnist_trend_raw --run "seed 1=results/mnist_trend_raw_seed1" \\
+        --run conditional=results/mnist_trend_cond_raw --snapshots=512,8192 --out=results/mnist_trend_cond_raw/kappa_records.png
 """
 import argparse
 import json

@@ -1,7 +1,7 @@
 """The teacher-length trend test (`dmdjax.verdict.trend_test`) on committed results, kappa and Delta_E, written as
 JSON beside the evidence. Each results folder is one run (one teacher, one DMD seed); give only independent runs.
 
-    python tools/trend_test.py results/mnist_trend results/mnist_trend_seed1 --out=results/mnist_trend/trend_test.json
+    python tools/trend_test.py results/mnist_trend_raw results/mnist_trend_raw_seed1 --out=results/mnist_trend_raw/trend_test.json
 """
 import argparse
 from pathlib import Path
