@@ -252,7 +252,7 @@ def write_summary(cfg: Config, workdir: Path, summary: dict, t0: float, results_
 
 EVIDENCE = ("results.json", "dm_loss.png", "trend.png", "teacher_quality.png")
 STUDENT_EVIDENCE = ("results.json", "record.jsonl", "convergence.png", "quadruples.png", "quintuples.png",
-                    "pairing.png", "distances.png", "pca.png", "boundary.png")
+                    "pairing.png", "distances.png", "pca.png", "boundary.png", "heatmap.png", "memorization.png")
 
 
 def export_results(workdir: str | Path, results_dir: str | Path) -> list[Path]:
