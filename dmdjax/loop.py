@@ -46,11 +46,17 @@ def _run_parts(parts, state, consts):
     return state, {name: jnp.concatenate([m[name] for m in metrics if name in m]) for name in metrics[0]}
 
 
+def _intervals(every: int | Iterable[int]) -> tuple[int, ...]:
+    """`run_loop`'s callback_every as a tuple of positive intervals (0 or () : none)."""
+    return tuple(e for e in ((every,) if isinstance(every, int) else tuple(every)) if e)
+
+
 def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_steps: Iterable[int],
-                callback_every: int = 0) -> list[int]:
+                callback_every: int | Iterable[int] = 0) -> list[int]:
     marks = {num_steps} | {s for s in keep_steps if start < s < num_steps}
     marks |= set(range(ckpt_every, num_steps, ckpt_every)) if ckpt_every else set()
-    marks |= set(range(callback_every, num_steps, callback_every)) if callback_every else set()
+    for every in _intervals(callback_every):
+        marks |= set(range(every, num_steps, every))
     marks |= set(range(chunk, num_steps, chunk))
     return sorted(m for m in marks if m > start)
 
@@ -106,7 +112,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
              chunk: int = 100, ckpt_every: int = 1000, keep_steps: Iterable[int] = (), desc: str = "train",
              progress: bool = True,
              steps_per_call: int = 1, tensorboard: bool = True, callback: Callable | None = None,
-             callback_every: int = 0, on_chunk: Callable[[], None] | None = None) -> Any:
+             callback_every: int | Iterable[int] = 0, on_chunk: Callable[[], None] | None = None) -> Any:
     """Run `step_fn` until `state.step == num_steps`, resuming from `ckpt`'s latest readable checkpoint if there
     is one (a corrupt newer one is moved aside with a RuntimeWarning naming both steps).
 
@@ -120,16 +126,17 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     (`dmdjax.tensorboard`).
 
     `callback(step, state) -> bool` (optional) runs at the start step (0 or the resumed one, so that a resumed
-    run re-reads its state and decision) and at every multiple of `callback_every` reached, before that step's
-    checkpoint; True stops the run there: the state at that step is saved (if it is not the start) and returned.
+    run re-reads its state and decision) and at every multiple of `callback_every` (an interval, or several: every
+    multiple of any of them) reached, before that step's checkpoint; True stops the run there: the state at that step is saved (if it is not the start) and returned.
     A callback must decide from the state and its own files only, so that a resumed run decides the same.
     `on_chunk()` (optional) runs after every chunk (e.g. `pipeline.wall_time`'s tick).
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     keep_steps = sorted(set(keep_steps))
+    intervals = _intervals(callback_every)
     for name, value in [("the number of steps", num_steps), ("chunk", chunk), ("ckpt_every", ckpt_every or 0),
-                        *[("a kept step", s) for s in keep_steps], ("callback_every", callback_every)]:
+                        *[("a kept step", s) for s in keep_steps], *[("callback_every", e) for e in intervals]]:
         if value % steps_per_call:
             raise ValueError(f"{desc}: {name} ({value}) must be a multiple of {steps_per_call} (one call of the "
                              f"step advances {steps_per_call} iterations); e.g. use "
@@ -141,7 +148,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     main = parallel.is_main()                 # multi-host: one process writes the log
     if main:
         _truncate_log(log_path, start)
-    if callback is not None and callback_every and parallel.agree(bool(callback(start, state))):
+    if callback is not None and intervals and parallel.agree(bool(callback(start, state))):
         return state                          # stopped before (or at once): stays stopped
     tb = ScalarWriter(log_path.parent, purge_step=start) if main and tensorboard else None
     bar = tqdm(total=num_steps, initial=start, desc=desc, unit="it", disable=not (progress and main),
@@ -149,7 +156,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     step = start
     try:
         with (log_path.open("a") if main else open(os.devnull, "w")) as log:
-            for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps, callback_every):
+            for stop in _boundaries(start, num_steps, chunk, ckpt_every, keep_steps, intervals):
                 calls = (stop - step) // steps_per_call
                 if calls == 1 and getattr(step_fn, "parts", None):
                     state, metrics = _run_parts(step_fn.parts, state, consts)
@@ -173,7 +180,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
                 bar.set_postfix({k: f"{float(v[-1]):.4g}" for k, v in metrics.items()}, refresh=False)
                 bar.update(stop - step)
                 step = stop
-                halt = bool(callback is not None and callback_every and stop % callback_every == 0
+                halt = bool(callback is not None and any(stop % e == 0 for e in intervals)
                             and parallel.agree(bool(callback(stop, state))))   # multi-host: process 0 decides
                 if halt or stop == num_steps or stop in keep_steps or (ckpt_every and stop % ckpt_every == 0):
                     ckpt.save(stop, state)

@@ -208,6 +208,23 @@ def test_metric_of_one_per_round_is_logged_at_its_iteration(tmp_path):
                       log_path=tmp_path / "log.jsonl", chunk=10, ckpt_every=15, steps_per_call=5, progress=False)
 
 
+def test_callback_at_the_multiples_of_each_interval_and_a_stop(tmp_path):
+    """Several intervals: the callback runs at the start and at every multiple of any of them (no other chunk
+    boundaries); True stops there, saved, and a rerun stays stopped."""
+    calls = []
+    callback = lambda step, state: calls.append((step, float(state.x))) or step == 12
+    state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    state = loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=20, ckpt=ckpt, log_path=tmp_path / "log.jsonl",
+                          chunk=20, ckpt_every=0, progress=False, callback=callback, callback_every=(4, 6))
+    assert calls == [(0, 0.0), (4, 4.0), (6, 6.0), (8, 8.0), (12, 12.0)] and int(state.step) == 12
+    assert ckpt.latest_step() == 12
+    with pytest.raises(ValueError, match="callback_every"):
+        loop.run_loop(_step_nan_at(-1), state, 1.0, num_steps=20, ckpt=ckpt, log_path=tmp_path / "log.jsonl",
+                      steps_per_call=2, chunk=20, ckpt_every=0, progress=False, callback=callback,
+                      callback_every=(4, 5))
+
+
 def test_boundaries_must_fit_steps_per_call(tmp_path):
     state = Counter(step=jnp.zeros((), jnp.int32), x=jnp.zeros(()))
     with pytest.raises(ValueError, match="multiple of 5"):
