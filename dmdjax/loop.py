@@ -46,7 +46,7 @@ def _run_parts(parts, state, consts):
     return state, {name: jnp.concatenate([m[name] for m in metrics if name in m]) for name in metrics[0]}
 
 
-def _intervals(every: int | Iterable[int]) -> tuple[int, ...]:
+def callback_intervals(every: int | Iterable[int]) -> tuple[int, ...]:
     """`run_loop`'s callback_every as a tuple of positive intervals (0 or () : none)."""
     return tuple(e for e in ((every,) if isinstance(every, int) else tuple(every)) if e)
 
@@ -55,7 +55,7 @@ def _boundaries(start: int, num_steps: int, chunk: int, ckpt_every: int, keep_st
                 callback_every: int | Iterable[int] = 0) -> list[int]:
     marks = {num_steps} | {s for s in keep_steps if start < s < num_steps}
     marks |= set(range(ckpt_every, num_steps, ckpt_every)) if ckpt_every else set()
-    for every in _intervals(callback_every):
+    for every in callback_intervals(callback_every):
         marks |= set(range(every, num_steps, every))
     marks |= set(range(chunk, num_steps, chunk))
     return sorted(m for m in marks if m > start)
@@ -134,7 +134,7 @@ def run_loop(step_fn: Callable, state: Any, consts: Any, *, num_steps: int, ckpt
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     keep_steps = sorted(set(keep_steps))
-    intervals = _intervals(callback_every)
+    intervals = callback_intervals(callback_every)
     for name, value in [("the number of steps", num_steps), ("chunk", chunk), ("ckpt_every", ckpt_every or 0),
                         *[("a kept step", s) for s in keep_steps], *[("callback_every", e) for e in intervals]]:
         if value % steps_per_call:

@@ -37,8 +37,9 @@ from dmdjax.checkpoint import Checkpointer, check_config
 from dmdjax.data import Dataset
 from dmdjax.config import Config, keys
 
-__all__ = ["train_teacher", "teacher_snapshot", "distill_student", "run", "write_summary", "export_results",
-           "build_model", "evaluate_student", "checkpoint_bytes", "EVIDENCE", "STUDENT_EVIDENCE", "WALL_TIMES", "wall_time", "read_wall_times"]
+__all__ = ["train_teacher", "teacher_snapshot", "distill_student", "distill_and_evaluate", "combine_callbacks", "run",
+           "write_summary", "export_results", "build_model", "evaluate_student", "checkpoint_bytes", "EVIDENCE",
+           "STUDENT_EVIDENCE", "WALL_TIMES", "wall_time", "read_wall_times"]
 
 
 def build_model(cfg: Config, data: Dataset | None = None) -> nets.Denoiser:
@@ -113,8 +114,10 @@ def teacher_snapshot(ckpt: Checkpointer, template_state, step: int, tcfg: teache
 
 
 def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, mesh=None, progress=True,
-                    tick: Callable | None = None):
+                    tick: Callable | None = None, callback: Callable | None = None, callback_every=()):
     """Distill (or resume distilling) a one-step student from `teacher_params`; returns the final DMDState.
+    `callback(step, state) -> stop` (optional) runs in the loop at its start and at the multiples of
+    `callback_every` (one interval or several; `loop.run_loop`), beside the convergence record's.
 
     The step's constants are `distill.step_consts` of the active terms (`distill.terms`): with DMD2's GAN term the
     Dataset's consts (real data) and the classifier head in the fake-score state; with DMD1's regression term N_ref
@@ -131,17 +134,36 @@ def distill_student(cfg: Config, data: Dataset, model, teacher_params, outdir: P
     consts = parallel.replicate(consts, mesh)
     ckpt = Checkpointer(outdir / "ckpt")
     recorder = make_recorder(cfg, data, model, teacher_params, outdir, ckpt) if cfg.record.eval_every else None
+    both, every = combine_callbacks((recorder, cfg.record.eval_every), (callback, callback_every))
     try:
         state = loop.run_loop(step, state, consts, num_steps=cfg.distill.iterations, ckpt=ckpt,
                               log_path=outdir / "metrics.jsonl", chunk=cfg.distill.chunk,
                               ckpt_every=cfg.distill.ckpt_every, desc=f"distill {outdir.name}", progress=progress,
-                              steps_per_call=cfg.distill.gen_every, callback=recorder,
-                              callback_every=cfg.record.eval_every, on_chunk=tick)
+                              steps_per_call=cfg.distill.gen_every, callback=both, callback_every=every,
+                              on_chunk=tick)
     finally:
         if recorder is not None:
             recorder.close()
     parallel.sync(f"dmdjax distilled {outdir}")   # multi-host: the others read the log and record process 0 wrote
     return state
+
+
+def combine_callbacks(*parts) -> tuple[Callable | None, tuple[int, ...]]:
+    """One `loop.run_loop` callback from (callback, callback_every) pairs (None callbacks and 0 intervals are left
+    out): each callback runs at the loop's start step and then at the multiples of its own interval(s), all of them
+    at a step (none is skipped when another says stop); the loop stops when any says stop. Returns (the callback or
+    None, every interval)."""
+    parts = [(cb, loop.callback_intervals(every)) for cb, every in parts if cb is not None]
+    parts = [(cb, every) for cb, every in parts if every]
+    if not parts:
+        return None, ()
+    at_start = [True]                               # the first call is the loop's start step
+
+    def callback(step: int, state) -> bool:
+        first, at_start[0] = at_start[0], False
+        stops = [bool(cb(step, state)) for cb, every in parts if first or any(step % e == 0 for e in every)]
+        return any(stops)
+    return callback, tuple(sorted({e for _, every in parts for e in every}))
 
 
 def make_recorder(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, ckpt: Checkpointer
@@ -184,6 +206,28 @@ def record_summary(cfg: Config, outdir: Path, final_step: int) -> dict:
         "record_eval_s": float(sum(r.get("eval_s", 0.0) for r in rows)), "record_ref_s": ref_s}}
 
 
+def distill_and_evaluate(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, clock: Path,
+                         stage: str = "", mesh=None, progress: bool = True, callback: Callable | None = None,
+                         callback_every=()) -> dict:
+    """One student from a given teacher: distill (or resume distilling) into `outdir` (`distill_student`, with the
+    optional loop `callback`), evaluate it (`evaluate_student`); the seconds of both stages are summed in the
+    wall-time file `clock` under distill<stage> and evaluate<stage>. Returns the student's results: the evaluation,
+    distill_wall_s, evaluate_wall_s and, with the convergence record, its account (`record_summary`)."""
+    if parallel.is_main():
+        outdir.mkdir(parents=True, exist_ok=True)
+    with wall_time(clock, f"distill{stage}") as tick:
+        state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress, tick, callback,
+                                callback_every)
+    with wall_time(clock, f"evaluate{stage}"):
+        result = evaluate_student(cfg, data, model, teacher_params, state.gen.params, outdir)
+    walls = read_wall_times(clock)
+    result = {**result, "distill_wall_s": walls.get(f"distill{stage}", 0.0),
+              "evaluate_wall_s": walls.get(f"evaluate{stage}", 0.0)}
+    if cfg.record.eval_every:
+        result.update(record_summary(cfg, outdir, int(state.step)))
+    return result
+
+
 def evaluate_student(cfg: Config, data: Dataset, model, teacher_params, gen_params, outdir: Path) -> dict:
     """`evaluation.evaluate` on the shared noises, then the student's figures (`report.student_figures`, also as
     TensorBoard images); returns the numbers for results.json."""
@@ -195,9 +239,11 @@ def evaluate_student(cfg: Config, data: Dataset, model, teacher_params, gen_para
 
 
 def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bool = True,
-        results_dir: str | Path | None = None) -> dict:
+        results_dir: str | Path | None = None, student_callback: Callable | None = None) -> dict:
     """The whole experiment; idempotent and resumable. Returns the summary written to workdir/results.json, and
-    with `results_dir` also copies the evidence there (`export_results`)."""
+    with `results_dir` also copies the evidence there (`export_results`). `student_callback(snap, model,
+    teacher_params, outdir)` (optional) runs before each student this invocation distills and returns None or
+    (callback, callback_every) for its distillation loop (`distill_student`; e.g. the dynamics study's record)."""
     cfg.validate()
     workdir = Path(workdir)
     check_config(workdir / "config.json", cfg.to_dict())
@@ -215,16 +261,11 @@ def run(cfg: Config, data: Dataset, workdir: str | Path, mesh=None, progress: bo
         if parallel.agree(result_path.exists()):
             summary["snapshots"][str(snap)] = json.loads(result_path.read_text())
             continue
-        with wall_time(clock, f"distill_{snap}") as tick:
+        with wall_time(clock, f"distill_{snap}"):             # the snapshot's restore counts as distillation
             teacher_params = teacher_snapshot(ckpt, final_state, snap, cfg.teacher)
-            state = distill_student(cfg, data, model, teacher_params, outdir, mesh, progress, tick)
-        with wall_time(clock, f"evaluate_{snap}"):
-            result = evaluate_student(cfg, data, model, teacher_params, state.gen.params, outdir)
-        walls = read_wall_times(clock)
-        result = {"teacher_steps": snap, **result, "distill_wall_s": walls.get(f"distill_{snap}", 0.0),
-                  "evaluate_wall_s": walls.get(f"evaluate_{snap}", 0.0)}
-        if cfg.record.eval_every:
-            result.update(record_summary(cfg, outdir, int(state.step)))
+            extra = student_callback(snap, model, teacher_params, outdir) if student_callback is not None else None
+        result = {"teacher_steps": snap, **distill_and_evaluate(cfg, data, model, teacher_params, outdir, clock,
+                                                                f"_{snap}", mesh, progress, *(extra or ()))}
         if parallel.is_main():
             files.write_json(result_path, result)
         summary["snapshots"][str(snap)] = result

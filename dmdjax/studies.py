@@ -22,7 +22,7 @@ import numpy as np
 
 from dmdjax import configs, evaluation, figures, files, loop, metrics, parallel, pipeline
 from dmdjax import summary as schema
-from dmdjax.checkpoint import Checkpointer, check_config
+from dmdjax.checkpoint import check_config
 from dmdjax.data import Dataset, load, toy, toy_dataset
 from dmdjax.record import read_record
 from dmdjax.config import Config
@@ -115,20 +115,42 @@ def run_ablation(datasets, preset: str, workdir, make_data: Callable, config: Ca
 
 def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
                  progress: bool = True) -> dict:
-    """Distill in segments of `every` iterations; after each, Delta_E(Phi_K, G_t) on the N shared noises (exact
-    OT). Then the full pipeline evaluation of the final student. Layout: workdir/ is a pipeline run directory;
-    student_<snap>/dynamics.jsonl (one row per recorded t, t = 0 being G = Phi_1) and student_<snap>/dynamics/
-    (G_t samples) are added; returns {'step', 'delta_e', 'delta_e_to_final', ..., 'dm_step', 'dm_loss'}.
+    """`pipeline.run` whose last snapshot's student records Delta_E(Phi_K, G_t) on the N shared noises (exact OT)
+    at t = 0 (G = Phi_1), every `every` iterations and at the last, through the distillation loop's callback
+    (`dynamics_callback`). Layout: workdir/ is a pipeline run directory; student_<snap>/dynamics.jsonl (one row per
+    recorded t) and student_<snap>/dynamics/ (G_t samples) are added; returns {'step', 'delta_e',
+    'delta_e_to_final', ..., 'dm_step', 'dm_loss'}. A stop rule of the convergence record (until_converged) ends
+    the rows at the last multiple of `every` before the stop.
     """
     if every % cfg.distill.gen_every or every < 1:
         raise ValueError(f"the recording interval ({every}) must be a positive multiple of {cfg.distill.gen_every}")
-    cfg.validate()
-    workdir = Path(workdir)
-    check_config(workdir / "config.json", cfg.to_dict())
-    model, ckpt, final_state = pipeline.train_teacher(cfg, data, workdir, mesh, progress)
     snap = cfg.snapshots()[-1]
-    teacher_params = pipeline.teacher_snapshot(ckpt, final_state, snap, cfg.teacher)
-    outdir = workdir / f"student_{snap}"
+    outdir = Path(workdir) / f"student_{snap}"
+
+    def hook(student: int, model, teacher_params, out: Path):
+        return dynamics_callback(cfg, data, model, teacher_params, out, every) if student == snap else None
+    summary = pipeline.run(cfg, data, workdir, mesh, progress, student_callback=hook)
+    parallel.sync(f"dmdjax.studies.run_dynamics {outdir} done")   # process 0's log and G files are written
+
+    log_path = outdir / "dynamics.jsonl"
+    rows = sorted({r["step"]: r for r in files.read_lines(log_path)}.values(), key=lambda r: r["step"])
+    final = np.load(outdir / "dynamics" / f"g_{rows[-1]['step']:07d}.npy")
+    to_final = [float(metrics.transport_energies(final, np.load(outdir / "dynamics" / f"g_{r['step']:07d}.npy"))
+                      .delta_e) for r in rows]
+    dm_step, dm_loss = loop.read_series(outdir / "metrics.jsonl", "dm_loss")
+    out = {key: [r[key] for r in rows] for key in rows[0]}
+    out.update(delta_e_to_final=to_final, dm_step=dm_step.tolist(), dm_loss=dm_loss.tolist(),
+               every=every, final=schema.study_row(final_result(summary)))
+    return out
+
+
+def dynamics_callback(cfg: Config, data: Dataset, model, teacher_params, outdir: Path, every: int
+                      ) -> tuple[Callable, tuple[int, int]]:
+    """The dynamics study's record of one student, as (callback, callback_every) for its distillation loop: G_t on
+    the N shared noises at t = 0 (recorded here, from the teacher's weights), at every multiple of `every` and at
+    cfg.distill.iterations: outdir/dynamics/g_<t>.npy and a row {'step', 'delta_e', 'e_dt', 'e_ot',
+    'dist_g_ref_mean'} appended to outdir/dynamics.jsonl. Resumable: a step already in the log is not recorded
+    again (the log is read once, here)."""
     main = parallel.is_main()
     if main:
         (outdir / "dynamics").mkdir(parents=True, exist_ok=True)
@@ -136,7 +158,8 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
     ref = evaluation.teacher_samples(cfg, model, teacher_params, z, labels, cfg.k_ref)
     log_path = outdir / "dynamics.jsonl"
     done = {r["step"] for r in files.read_lines(log_path)}
-    parallel.sync(f"dmdjax.studies.run_dynamics {outdir}")   # every process has read the log before it grows
+    parallel.sync(f"dmdjax.studies.dynamics_callback {outdir}")   # every process has read the log before it grows
+    last = cfg.distill.iterations
 
     def record(step: int, gen_params) -> None:
         g = evaluation.student_samples(cfg, model, gen_params, z, labels)
@@ -151,27 +174,14 @@ def run_dynamics(cfg: Config, data: Dataset, workdir, every: int, mesh=None,
                 f.write(json.dumps(row) + "\n")
         done.add(step)
 
+    def callback(step: int, state) -> bool:
+        if step not in done and step and (step % every == 0 or step == last):
+            record(step, state.gen.params)
+        return False
+
     if 0 not in done:
         record(0, teacher_params)      # the student at initialisation: G = Phi_1
-    start = Checkpointer(outdir / "ckpt").latest_step() or 0
-    for stop in sorted(set(range(every, cfg.distill.iterations + 1, every)) | {cfg.distill.iterations}):
-        if stop in done or stop < start:
-            continue
-        segment = configs.override(cfg, **{"distill.iterations": stop})
-        state = pipeline.distill_student(segment, data, model, teacher_params, outdir, mesh, progress)
-        record(int(state.step), state.gen.params)
-    summary = pipeline.run(cfg, data, workdir, mesh, progress)   # nothing left to train: evaluates the final G
-    parallel.sync(f"dmdjax.studies.run_dynamics {outdir} done")   # process 0's log and G files are written
-
-    rows = sorted({r["step"]: r for r in files.read_lines(log_path)}.values(), key=lambda r: r["step"])
-    final = np.load(outdir / "dynamics" / f"g_{rows[-1]['step']:07d}.npy")
-    to_final = [float(metrics.transport_energies(final, np.load(outdir / "dynamics" / f"g_{r['step']:07d}.npy"))
-                      .delta_e) for r in rows]
-    dm_step, dm_loss = loop.read_series(outdir / "metrics.jsonl", "dm_loss")
-    out = {key: [r[key] for r in rows] for key in rows[0]}
-    out.update(delta_e_to_final=to_final, dm_step=dm_step.tolist(), dm_loss=dm_loss.tolist(),
-               every=every, final=schema.study_row(final_result(summary)))
-    return out
+    return callback, (every, last)
 
 
 def run_dynamics_study(datasets, preset: str, workdir, make_data: Callable,
