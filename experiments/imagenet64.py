@@ -16,9 +16,9 @@ consumes the teacher's params, unit noise z, uniformly random one-hot labels, an
 G(z) = D(80 z; 80, y) (REFERENCE 1.2), the DM loss compares the teacher's and the fake score's denoisings of
 noised G(z) (1.4), and the fake score is trained on detached G(z) (1.5). DMD2 also draws a real ImageNet batch
 every iteration (1.6), but uses it only in the GAN classifier's real branch (1.7), which the paper disables
-(App. D). So the Dataset below has no sampler and no training images; the evaluation (Delta_E between Phi_8 and
-G, the figures) needs none either. Only the memorization statistics (Sec. 4.1.2, done on MNIST) and an FID would
-need ImageNet data.
+(App. D). So its Dataset (`data.load`: `data.imagenet64_dataset`) has no sampler and no training images; the
+evaluation (Delta_E between Phi_8 and G, the figures) needs none either. Only the memorization statistics
+(Sec. 4.1.2, done on MNIST) and an FID would need ImageNet data.
 """
 from __future__ import annotations
 
@@ -28,18 +28,8 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from dmdjax import cli, configs, convert, files, parallel, pipeline
+from dmdjax import cli, configs, convert, data, files, parallel, pipeline
 from dmdjax.checkpoint import check_config
-from dmdjax.data import Dataset
-from dmdjax.config import Config
-
-
-def teacher_dataset(cfg: Config) -> Dataset:
-    """The data DMD without GAN sees: only the sample shape and the number of classes, no images."""
-    net = cfg.net_kwargs
-    shape = (int(net["img_resolution"]), int(net["img_resolution"]), int(net["in_channels"]))
-    return Dataset(name=cfg.dataset, shape=shape, sample=None, label_dim=int(net.get("label_dim", 0)),
-                            kind="images", train_images=None)
 
 
 def teacher_sha256(path: Path, parser) -> str:
@@ -91,25 +81,13 @@ def main(argv=None) -> dict:
                                                          dtype=jnp.dtype(cfg.compute_dtype))
         except (OSError, ValueError) as e:
             parser.error(f"--teacher_npz: {e}")
-        result = distill_and_evaluate(cfg, model, teacher_params, workdir / "student", mesh, not args.quiet)
+        result = pipeline.distill_and_evaluate(cfg, data.load(cfg), model, teacher_params, workdir / "student",
+                                               workdir / pipeline.WALL_TIMES, mesh=mesh, progress=not args.quiet)
         result = {"teacher_npz": str(args.teacher_npz), **result, "config": cfg.to_dict()}
         if parallel.is_main():
             files.write_json(result_path, result)
     cli.echo(json.dumps({"workdir": str(workdir), "delta_e": result["delta_e"]}, indent=1))
     return result
-
-
-def distill_and_evaluate(cfg: Config, model, teacher_params, outdir: Path, mesh=None,
-                         progress: bool = True) -> dict:
-    """Distill (or resume distilling) G from the teacher into `outdir`, then evaluate it (pipeline.evaluate_student)."""
-    data = teacher_dataset(cfg)
-    if parallel.is_main():
-        outdir.mkdir(parents=True, exist_ok=True)
-    clock = outdir.parent / pipeline.WALL_TIMES
-    with pipeline.wall_time(clock, "distill"):
-        state = pipeline.distill_student(cfg, data, model, teacher_params, outdir, mesh, progress)
-    return {**pipeline.evaluate_student(cfg, data, model, teacher_params, state.gen.params, outdir),
-            "distill_wall_s": pipeline.read_wall_times(clock)["distill"]}
 
 
 if __name__ == "__main__":

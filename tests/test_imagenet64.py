@@ -13,6 +13,7 @@ import pytest
 from flax import traverse_util
 
 from dmdjax import configs, convert, sampling
+from dmdjax.data import load
 from dmdjax.nets import adm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,10 +122,10 @@ def test_experiment_end_to_end_and_resume(tiny_npz, tmp_path, monkeypatch):
 
 def test_dmd_needs_no_images():
     cfg = configs.override(configs.imagenet64.get_config(), net_kwargs=TINY)
-    data = imagenet64.teacher_dataset(cfg)
+    data = load(cfg)                                   # the registered imagenet64 Dataset
     assert data.sample is None and data.train_images is None and data.consts is None
     assert data.shape == (8, 8, 3) and data.label_dim == 10
-    assert imagenet64.teacher_dataset(configs.imagenet64.get_config()).shape == (64, 64, 3)
+    assert load(configs.imagenet64.get_config()).shape == (64, 64, 3)
 
 
 def test_paper_preset():

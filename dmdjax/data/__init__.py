@@ -3,26 +3,33 @@
     chessboard, moons, gmm   the paper's 2-D/4-D toys in R^4 (`toy`; `toy_dataset` for R^D embeddings)
     mnist                    MNIST through TFDS at the network's resolution, with its test split (`mnist`)
     manifold                 the synthetic conditional MLP manifold (`manifold`, App. A)
+    imagenet64               no images: the shape and classes of a pre-trained teacher (DMD without GAN needs no
+                             data; `experiments/imagenet64.py`)
 
 A new data set is one sampler module here plus one entry in `REGISTRY` (and a preset in `dmdjax.configs`).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
 from dmdjax.data.dataset import Dataset, image_dataset, point_dataset
 
 __all__ = ["Dataset", "image_dataset", "point_dataset", "load", "REGISTRY", "toy_dataset", "mnist_dataset",
-           "manifold_dataset"]
+           "manifold_dataset", "imagenet64_dataset"]
+
+
+def toy_dataset(name: str, dim: int | None = None, embed_seed: int | None = None) -> Dataset:
+    """A toy in R^4 (the paper's), or isometrically embedded in R^dim (`toy.get_sampler`). One object per
+    toy, dimension and seed, so repeated runs in a process reuse their compiled steps."""
+    from dmdjax.data import toy
+    return _toy_dataset(name, toy.DIM if dim is None else dim, embed_seed)
 
 
 @functools.lru_cache(maxsize=None)
-def toy_dataset(name: str, dim: int | None = None, embed_seed: int | None = None) -> Dataset:
-    """A toy in R^4 (the paper's), or isometrically embedded in R^dim (`toy.get_sampler`). One object per
-    argument tuple, so repeated runs in a process reuse their compiled steps."""
+def _toy_dataset(name: str, dim: int, embed_seed: int | None) -> Dataset:
     from dmdjax.data import toy
-    dim = toy.DIM if dim is None else dim
     label = name if embed_seed is None and dim == toy.DIM else f"{name}-R{dim}"
     return point_dataset(label, toy.get_sampler(name, dim=dim, embed_seed=embed_seed), dim)
 
@@ -49,19 +56,43 @@ def manifold_dataset(cfg, data_seed: int = 0, train_size: int = 60_000) -> Datas
     return image_dataset(f"manifold-{data_seed}", images, labels, cfg.net_kwargs["label_dim"])
 
 
+def imagenet64_dataset(cfg) -> Dataset:
+    """The data DMD without GAN sees of a pre-trained image teacher (ImageNet-64): only the sample shape
+    (resolution, resolution, in_channels) and the number of classes, from cfg.net_kwargs; no sampler, no images."""
+    net = cfg.net_kwargs
+    shape = (int(net["img_resolution"]), int(net["img_resolution"]), int(net["in_channels"]))
+    return Dataset(name=cfg.dataset, shape=shape, sample=None, label_dim=int(net.get("label_dim", 0)),
+                   kind="images", train_images=None)
+
+
+def _toy(name: str) -> Callable[..., Dataset]:
+    return lambda cfg, dim=None, embed_seed=None: toy_dataset(name, dim, embed_seed)
+
+
 REGISTRY: dict[str, Callable[..., Dataset]] = {
-    "chessboard": lambda cfg, **kw: toy_dataset("chessboard", **kw),
-    "moons": lambda cfg, **kw: toy_dataset("moons", **kw),
-    "gmm": lambda cfg, **kw: toy_dataset("gmm", **kw),
+    "chessboard": _toy("chessboard"),
+    "moons": _toy("moons"),
+    "gmm": _toy("gmm"),
     "mnist": mnist_dataset,
     "manifold": manifold_dataset,
+    "imagenet64": imagenet64_dataset,
 }
+
+
+def _options(builder: Callable) -> set[str]:
+    """The keyword options a REGISTRY builder takes (every parameter after cfg)."""
+    return set(list(inspect.signature(builder).parameters)[1:])
 
 
 def load(cfg, **options) -> Dataset:
     """The Dataset of `cfg.dataset` (its name up to any '(...)' detail), built with `options` (e.g. mnist_dir
-    for MNIST, data_seed / train_size for the manifold, dim / embed_seed for a toy)."""
+    for MNIST, data_seed / train_size for the manifold, dim / embed_seed for a toy). An option that another
+    data set takes is left out (a study passes mnist_dir to every data set); one that none takes is a TypeError."""
     name = cfg.dataset.split("(")[0]
     if name not in REGISTRY:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name](cfg, **options)
+    unknown = set(options) - set().union(*map(_options, REGISTRY.values()))
+    if unknown:
+        raise TypeError(f"data.load: no dataset takes the options {sorted(unknown)}")
+    takes = _options(REGISTRY[name])
+    return REGISTRY[name](cfg, **{k: v for k, v in options.items() if k in takes})
