@@ -23,7 +23,7 @@ import numpy as np
 from dmdjax import configs, evaluation, figures, files, loop, metrics, parallel, pipeline
 from dmdjax import summary as schema
 from dmdjax.checkpoint import check_config
-from dmdjax.data import Dataset, load, toy, toy_dataset
+from dmdjax.data import Dataset, load, toy
 from dmdjax.record import read_record
 from dmdjax.config import Config
 
@@ -33,9 +33,10 @@ TOYS = toy.DATASETS
 # ----------------------------------------------------------------------------------------------------------
 # Helpers.
 
-def dataset_list(text: str, allowed: tuple[str, ...] = TOYS + ("mnist",)) -> tuple[str, ...]:
-    """argparse type: a comma-separated, non-empty subset of `allowed`."""
+def dataset_list(text: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """argparse type: a comma-separated, non-empty subset of `allowed` (default: `configs.study_datasets()`)."""
     import argparse
+    allowed = configs.study_datasets() if allowed is None else allowed
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     if not names or not set(names) <= set(allowed):
         raise argparse.ArgumentTypeError(f"datasets must be a comma-separated subset of {', '.join(allowed)}, "
@@ -43,9 +44,9 @@ def dataset_list(text: str, allowed: tuple[str, ...] = TOYS + ("mnist",)) -> tup
     return names
 
 
-def data_for(mnist_dir=None) -> Callable:
-    """cfg -> Dataset (`data.load`): a toy (R^4) by cfg.dataset, or MNIST at cfg's resolution (from `mnist_dir`)."""
-    return lambda cfg: load(cfg) if cfg.dataset in TOYS else load(cfg, mnist_dir=mnist_dir)
+def data_for(**options) -> Callable:
+    """cfg -> Dataset: `data.load(cfg, **options)`, each data set taking the options it knows (e.g. mnist_dir)."""
+    return lambda cfg: load(cfg, **options)
 
 
 def share_teacher(src: Path, dst: Path) -> None:
@@ -222,8 +223,8 @@ def run_sweep(datasets, dims, widths, width_dim: int, preset: str, workdir, conf
             cfg = config(dataset, dim, width)
             w = configs.mlp_features(cfg)[0]
             if (dim, w) not in rows:
-                summary = pipeline.run(cfg, toy_dataset(dataset, dim, embed_seed), workdir / dataset / f"R{dim}_w{w}",
-                                       mesh, progress)
+                summary = pipeline.run(cfg, load(cfg, dim=dim, embed_seed=embed_seed),
+                                       workdir / dataset / f"R{dim}_w{w}", mesh, progress)
                 rows[(dim, w)] = {"dim": dim, "width": w, **schema.study_row(final_result(summary))}
             if width is None:
                 by_dim.setdefault(dataset, []).append(rows[(dim, w)])

@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     workdir = cli.workdir(cfgs[0], args, f"ablation-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)
-    result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), config,
+    result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(mnist_dir=args.mnist_dir), config,
                                   variants, args.regression_weight, mesh, not args.quiet)
     cli.echo(json.dumps({d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()},
                      indent=1))

@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     workdir = cli.workdir(cfgs[0], args, f"dynamics-{preset}")
     mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
     cli.announce(cfgs[0], args)
-    result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(args.mnist_dir), config,
+    result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(mnist_dir=args.mnist_dir), config,
                                         args.every, mesh, not args.quiet)
     cli.echo(json.dumps({d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}, indent=1))
     return result

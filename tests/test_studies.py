@@ -84,6 +84,7 @@ def test_bad_study_flags(tmp_path, capsys):
 
 def test_study_configs(monkeypatch):
     from dmdjax import studies
+    from dmdjax.data import load
     monkeypatch.undo()                                   # the real presets
     base = configs.ablation.get_config("cpu", "chessboard")
     assert not base.distill.gan and base.distill.regression_weight == 0
@@ -98,6 +99,7 @@ def test_study_configs(monkeypatch):
     cfg = configs.dimension_sweep.get_config("cpu", "gmm", 64, width=96)
     assert cfg.net_kwargs["features"] == (96,) * 5 and "R64" in cfg.name
     assert configs.mlp_features(configs.dimension_sweep.get_config("cpu", "gmm", 64)) == FEATURES == (384,) * 5
-    assert studies.toy_dataset("gmm", 64, 0).shape == (64,)
+    assert load(cfg, dim=64, embed_seed=0).shape == (64,)               # the sweep's R^64 embedding
+    assert studies.dataset_list("gmm,mnist") == ("gmm", "mnist")
     with pytest.raises(ValueError, match="unknown variant"):
         configs.ablation.variant(base, "lpips")

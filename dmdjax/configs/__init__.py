@@ -140,12 +140,18 @@ def mnist(preset: str = "cpu", conditional: bool = False) -> Config:
                   eval_ks=(1, 8), figure_ks=(32,), eval_batch=500, record=MNIST_CPU_RECORD)
 
 
+def study_datasets() -> tuple[str, ...]:
+    """The data sets `study_base` has a student for: the toys and MNIST."""
+    from dmdjax.data.toy import DATASETS
+    return DATASETS + ("mnist",)
+
+
 def study_base(preset: str, dataset: str, width: int | None = None) -> Config:
     """A study's student on `dataset` (the ablation's, the dynamics study's): the toy's own preset, its MLP `width`
     units wide (None: the preset's), or MNIST's (`mnist`), distilled at the final teacher step."""
     from dmdjax.data.toy import DATASETS
-    if dataset not in DATASETS + ("mnist",):
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS + ('mnist',))}")
+    if dataset not in study_datasets():
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(study_datasets())}")
     return with_width(toy.get_config(preset, dataset), width) if dataset in DATASETS else mnist(preset)
 
 
