@@ -64,6 +64,30 @@ def test_dynamics(tmp_path):
 
 
 @pytest.mark.slow
+def test_dynamics_rows_are_those_of_segmentwise_distillation(tmp_path):
+    """The dynamics callback (one distillation, beside a convergence record on another interval) sees the states
+    of distilling 5 iterations, then resuming to 10 and 12 (the study's former segment-wise way): G_t bitwise
+    equal, the same DM loss log."""
+    from dmdjax import evaluation, pipeline, studies
+    from dmdjax.data import load
+    cfg = configs.override(configs.dynamics.get_config("cpu", "chessboard"), **{
+        "teacher.steps": 10, "distill.iterations": 12, "eval_n": 16, "record.eval_every": 4, "record.n": 8})
+    data = load(cfg)
+    run = studies.run_dynamics(cfg, data, tmp_path / "one", every=5, progress=False)
+    assert run["step"] == [0, 5, 10, 12]
+    model, ckpt, final = pipeline.train_teacher(cfg, data, tmp_path / "seg", progress=False)
+    params = pipeline.teacher_snapshot(ckpt, final, 10, cfg.teacher)
+    z, labels = evaluation.eval_noise(cfg, data)
+    for stop in (5, 10, 12):
+        state = pipeline.distill_student(configs.override(cfg, **{"distill.iterations": stop}), data, model,
+                                         params, tmp_path / "seg" / "student", progress=False)
+        g = evaluation.student_samples(cfg, model, state.gen.params, z, labels)
+        np.testing.assert_array_equal(g, np.load(tmp_path / "one" / "student_10" / "dynamics" / f"g_{stop:07d}.npy"))
+    assert (tmp_path / "seg" / "student" / "metrics.jsonl").read_text() == \
+        (tmp_path / "one" / "student_10" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.slow
 def test_dimension_sweep(tmp_path):
     result = dimension_sweep.main(TINY + ["--datasets=chessboard", "--dims=2", "--widths=8", "--width_dim=2",
                                           f"--workdir={tmp_path}"])
