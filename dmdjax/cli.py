@@ -35,8 +35,8 @@ __all__ = [
     "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
     "default_preset", "resolve_preset", "configure", "apply_common_flags", "apply_sets", "describe",
     "print_config_and_exit", "workdir", "check", "check_workdir", "announce", "cpu_hours_estimate", "device_mesh",
-    "snapshot_list", "add_mnist_flags", "experiment_main", "mnist_main", "run", "DEBUG_ENV", "compile_cache_dir",
-    "COMPILE_CACHE_ENV", "echo",
+    "snapshot_list", "add_mnist_flags", "experiment_main", "mnist_main", "study_main", "run", "DEBUG_ENV",
+    "compile_cache_dir", "COMPILE_CACHE_ENV", "echo",
 ]
 
 DEBUG_ENV = "DMDJAX_DEBUG"
@@ -551,6 +551,28 @@ def experiment_main(argv, doc: str, experiment, add_flags: Callable | None = Non
     echo(json.dumps({"workdir": str(work), "delta_e": summary["table"], "with_ci": summary["table_ci"],
                      **held_out}, indent=1))
     return summary
+
+
+def study_main(argv, doc: str, name: str, add_flags: Callable, configs_of: Callable, run_study: Callable,
+               brief: Callable) -> dict:
+    """A study's main (experiments/ablation.py, dynamics.py, dimension_sweep.py): the common flags and the study's
+    (`add_flags(parser)`), `configs_of(args)` -> every sub-run's Config (--print_config shows them all, `check`
+    checks them all), the work directory (default runs/<name>-<preset>), then `run_study(args, workdir, mesh)`.
+    Prints `brief(result)` as JSON and returns the result."""
+    parser = make_parser(doc)
+    add_common_flags(parser)
+    add_flags(parser)
+    args = parse(parser, argv)
+    start(args)                  # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
+    preset = resolve_preset(args)
+    cfgs = list(configs_of(args))
+    print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
+    work = workdir(cfgs[0], args, f"{name}-{preset}")
+    mesh = check(cfgs[0], args, cfgs[1:], work=work)
+    announce(cfgs[0], args)
+    result = run_study(args, work, mesh)
+    echo(json.dumps(brief(result), indent=1))
+    return result
 
 
 def mnist_main(argv, experiment, doc: str) -> dict:

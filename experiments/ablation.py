@@ -11,40 +11,48 @@ each student is a pipeline run in workdir/<dataset>/<variant>/. Rerunning the sa
 """
 from __future__ import annotations
 
-import json
-
 from dmdjax import cli, configs, studies
 from dmdjax.nets.mlp import WIDTH
 
 
-def main(argv=None) -> dict:
-    parser = cli.make_parser(__doc__)
-    cli.add_common_flags(parser)
+def variant_list(text: str) -> tuple[str, ...]:
+    """argparse type: a comma-separated subset of configs.ablation.VARIANTS."""
+    variants = tuple(v for v in text.split(",") if v)
+    if not set(variants) <= set(configs.ablation.VARIANTS):
+        raise cli.argparse.ArgumentTypeError(f"--variants must be a subset of {','.join(configs.ablation.VARIANTS)}")
+    return variants
+
+
+def add_flags(parser) -> None:
     parser.add_argument("--datasets", type=studies.dataset_list, default=("chessboard", "mnist"),
                         help="comma-separated: chessboard, moons, gmm, mnist (default: chessboard,mnist)")
-    parser.add_argument("--variants", default=",".join(configs.ablation.VARIANTS),
+    parser.add_argument("--variants", type=variant_list, default=configs.ablation.VARIANTS,
                         help="comma-separated subset of plain,gan,regression (plain always runs)")
     parser.add_argument("--regression_weight", type=float, default=0.25, help="lambda_reg (DMD1: 0.25, for LPIPS)")
     parser.add_argument("--width", type=cli.positive_int,
                         help=f"toys: MLP hidden width (default: the preset's {WIDTH})")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
-    args = cli.parse(parser, argv)
-    variants = tuple(v for v in args.variants.split(",") if v)
-    if not set(variants) <= set(configs.ablation.VARIANTS):
-        parser.error(f"--variants must be a subset of {','.join(configs.ablation.VARIANTS)}")
-    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    preset = cli.resolve_preset(args)
-    config = lambda dataset: cli.configure(configs.ablation, args, dataset=dataset, width=args.width)  # noqa: E731
-    cfgs = [config(d) for d in args.datasets]
-    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
-    workdir = cli.workdir(cfgs[0], args, f"ablation-{preset}")
-    mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
-    cli.announce(cfgs[0], args)
-    result = studies.run_ablation(args.datasets, preset, workdir, studies.data_for(mnist_dir=args.mnist_dir), config,
-                                  variants, args.regression_weight, mesh, not args.quiet)
-    cli.echo(json.dumps({d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()},
-                     indent=1))
-    return result
+
+
+def config(args, dataset: str):
+    """The plain student's Config of `dataset` with the command line's flags."""
+    return cli.configure(configs.ablation, args, dataset=dataset, width=args.width)
+
+
+def run_study(args, workdir, mesh) -> dict:
+    return studies.run_ablation(args.datasets, args.preset, workdir, studies.data_for(mnist_dir=args.mnist_dir),
+                                lambda dataset: config(args, dataset), args.variants, args.regression_weight, mesh,
+                                not args.quiet)
+
+
+def brief(result: dict) -> dict:
+    """What the command prints: Delta_E of each dataset's variants."""
+    return {d: {v: r["delta_e"] for v, r in rows.items()} for d, rows in result["table"].items()}
+
+
+def main(argv=None) -> dict:
+    return cli.study_main(argv, __doc__, "ablation", add_flags, lambda args: [config(args, d) for d in args.datasets],
+                          run_study, brief)
 
 
 if __name__ == "__main__":

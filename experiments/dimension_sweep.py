@@ -13,7 +13,6 @@ workdir/sweep.png summarise. Rerunning the same command resumes.
 from __future__ import annotations
 
 import argparse
-import json
 
 from dmdjax import cli, configs, studies
 
@@ -28,9 +27,7 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def main(argv=None) -> dict:
-    parser = cli.make_parser(__doc__)
-    cli.add_common_flags(parser)
+def add_flags(parser) -> None:
     parser.add_argument("--datasets", type=lambda text: studies.dataset_list(text, studies.TOYS),
                         default=("chessboard", "gmm"), help="comma-separated toys (default: chessboard,gmm)")
     per_preset = lambda values: "; ".join(f"{p} {','.join(map(str, v))}" for p, v in values.items())  # noqa: E731
@@ -40,23 +37,31 @@ def main(argv=None) -> dict:
                         help=f"MLP widths for the width axis (default: {per_preset(configs.dimension_sweep.WIDTHS)})")
     parser.add_argument("--width_dim", type=cli.positive_int, default=64, help="D of the width axis (default 64)")
     parser.add_argument("--embed_seed", type=int, default=0, help="seed of the orthonormal embedding")
-    args = cli.parse(parser, argv)
-    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    preset = cli.resolve_preset(args)
-    dims = args.dims or configs.dimension_sweep.DIMS[preset]
-    widths = args.widths or configs.dimension_sweep.WIDTHS[preset]
 
-    def config(dataset: str, dim: int, width: int | None = None):
-        return cli.configure(configs.dimension_sweep, args, dataset=dataset, dim=dim, width=width)
-    cfgs = [config(d, dim) for d in args.datasets for dim in dims]
-    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
-    workdir = cli.workdir(cfgs[0], args, f"dimension_sweep-{preset}")
-    mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
-    cli.announce(cfgs[0], args)
-    result = studies.run_sweep(args.datasets, dims, widths, args.width_dim, preset, workdir, config,
-                               args.embed_seed, mesh, not args.quiet)
-    cli.echo(json.dumps({d: {r["dim"]: r["delta_e"] for r in rows} for d, rows in result["by_dim"].items()}, indent=1))
-    return result
+
+def config(args, dataset: str, dim: int, width: int | None = None):
+    return cli.configure(configs.dimension_sweep, args, dataset=dataset, dim=dim, width=width)
+
+
+def dims(args) -> tuple[int, ...]:
+    return args.dims or configs.dimension_sweep.DIMS[args.preset]
+
+
+def run_study(args, workdir, mesh) -> dict:
+    return studies.run_sweep(args.datasets, dims(args), args.widths or configs.dimension_sweep.WIDTHS[args.preset],
+                             args.width_dim, args.preset, workdir, lambda *a: config(args, *a), args.embed_seed, mesh,
+                             not args.quiet)
+
+
+def brief(result: dict) -> dict:
+    """What the command prints: each toy's Delta_E by D."""
+    return {d: {r["dim"]: r["delta_e"] for r in rows} for d, rows in result["by_dim"].items()}
+
+
+def main(argv=None) -> dict:
+    return cli.study_main(argv, __doc__, "dimension_sweep", add_flags,
+                          lambda args: [config(args, d, dim) for d in args.datasets for dim in dims(args)],
+                          run_study, brief)
 
 
 if __name__ == "__main__":

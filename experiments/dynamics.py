@@ -10,15 +10,11 @@ workdir/dynamics.png summarise. Rerunning the same command resumes.
 """
 from __future__ import annotations
 
-import json
-
 from dmdjax import cli, configs, studies
 from dmdjax.nets.mlp import WIDTH
 
 
-def main(argv=None) -> dict:
-    parser = cli.make_parser(__doc__)
-    cli.add_common_flags(parser)
+def add_flags(parser) -> None:
     parser.add_argument("--datasets", type=studies.dataset_list, default=("chessboard", "mnist"),
                         help="comma-separated: chessboard, moons, gmm, mnist (default: chessboard,mnist)")
     parser.add_argument("--every", type=cli.positive_int,
@@ -27,19 +23,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--width", type=cli.positive_int,
                         help=f"toys: MLP hidden width (default: the preset's {WIDTH})")
     parser.add_argument("--mnist_dir", default=None, help="directory with the four MNIST .gz files (offline)")
-    args = cli.parse(parser, argv)
-    cli.start(args)              # before any JAX computation: XLA:CPU tuning on a CPU-only host, --distributed
-    preset = cli.resolve_preset(args)
-    config = lambda dataset: cli.configure(configs.dynamics, args, dataset=dataset, width=args.width)  # noqa: E731
-    cfgs = [config(d) for d in args.datasets]
-    cli.print_config_and_exit(cfgs[0], args, {"all": [c.to_dict() for c in cfgs]}, cfgs[1:])
-    workdir = cli.workdir(cfgs[0], args, f"dynamics-{preset}")
-    mesh = cli.check(cfgs[0], args, cfgs[1:], work=workdir)
-    cli.announce(cfgs[0], args)
-    result = studies.run_dynamics_study(args.datasets, preset, workdir, studies.data_for(mnist_dir=args.mnist_dir), config,
-                                        args.every, mesh, not args.quiet)
-    cli.echo(json.dumps({d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}, indent=1))
-    return result
+
+
+def config(args, dataset: str):
+    return cli.configure(configs.dynamics, args, dataset=dataset, width=args.width)
+
+
+def run_study(args, workdir, mesh) -> dict:
+    return studies.run_dynamics_study(args.datasets, args.preset, workdir, studies.data_for(mnist_dir=args.mnist_dir),
+                                      lambda dataset: config(args, dataset), args.every, mesh, not args.quiet)
+
+
+def brief(result: dict) -> dict:
+    """What the command prints: each dataset's Delta_E by recorded step."""
+    return {d: dict(zip(r["step"], r["delta_e"])) for d, r in result["runs"].items()}
+
+
+def main(argv=None) -> dict:
+    return cli.study_main(argv, __doc__, "dynamics", add_flags, lambda args: [config(args, d) for d in args.datasets],
+                          run_study, brief)
 
 
 if __name__ == "__main__":
