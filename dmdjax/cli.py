@@ -18,18 +18,15 @@ and its `__main__` block is `cli.run(main)`, which turns the user errors into th
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import difflib
 import json
 import os
 import sys
 import tempfile
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dmdjax import configs
+from dmdjax.configs import ConfigError, apply_sets
 
 __all__ = [
     "ConfigError", "HelpFormatter", "Parser", "make_parser", "positive_int", "add_common_flags", "parse", "start",
@@ -42,10 +39,6 @@ __all__ = [
 DEBUG_ENV = "DMDJAX_DEBUG"
 COMPILE_CACHE_ENV = "DMDJAX_COMPILE_CACHE"
 RUNS_DIR = "runs"
-
-
-class ConfigError(ValueError):
-    """A problem with the command line or the config it gives, found before any work starts."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -236,121 +229,6 @@ def apply_common_flags(cfg, args, derived: configs.Rules):
             raise ConfigError(f"{flags[key][0]} and --set {key} give {key} different values ({given[key]} and "
                               f"{configs.get(out, key)}); give it once")
     return configs.resolve(out, derived, explicit=set_keys | set(given))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# --set KEY=VALUE.
-
-def _keys(obj, prefix: str = "") -> list[str]:
-    """Every settable dotted key of a config (dataclass fields, recursively; dict entries of dict fields)."""
-    out = []
-    items = ([(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj)
-             else list(obj.items()))
-    for name, value in items:
-        out.append(prefix + name)
-        if dataclasses.is_dataclass(value) or isinstance(value, dict):
-            out += _keys(value, prefix + name + ".")
-    return out
-
-
-def _field_type(obj, name: str):
-    if dataclasses.is_dataclass(obj):
-        return typing.get_type_hints(type(obj)).get(name, type(getattr(obj, name)))
-    return type(obj[name])
-
-
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def _convert(text: str, kind) -> Any:
-    """`text` as a value of type `kind` (bool, int, float, str, X | None, tuple[X, ...], list, dict)."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in ("none", "null") and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(text, inner[0])
-    if kind is bool:
-        low = text.strip().lower()
-        if low in _TRUE or low in _FALSE:
-            return low in _TRUE
-        raise ValueError("expected true or false")
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            as_float = float(text)            # 5e4
-            if not as_float.is_integer():
-                raise
-            return int(as_float)
-    if kind is float:
-        return float(text)
-    if kind is str:
-        return text
-    if origin is tuple or kind is tuple:
-        item = args[0] if args else int
-        parts = json.loads(text) if text.strip().startswith("[") else [t for t in text.split(",") if t.strip()]
-        return tuple(_convert(str(p), item) for p in parts)
-    if origin in (list, dict) or kind in (list, dict):
-        value = json.loads(text)
-        want = origin or kind
-        if not isinstance(value, want):
-            raise ValueError(f"expected JSON {'[...]' if want is list else '{...}'}")
-        return value
-    raise ValueError(f"cannot set a field of type {kind}")
-
-
-def _describe_type(kind) -> str:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe_type(a) for a in args)
-    if origin is tuple or kind is tuple:
-        return "comma-separated " + (_describe_type(args[0]) if args else "values")
-    return {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "none",
-            list: "a JSON list", dict: "a JSON object"}.get(kind, getattr(kind, "__name__", str(kind)))
-
-
-def _replace(obj, parts: list[str], value):
-    if not parts:
-        return value
-    head, rest = parts[0], parts[1:]
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value)})
-    return {**obj, head: _replace(obj[head], rest, value)}
-
-
-def apply_sets(cfg, assignments: Sequence[str]):
-    """cfg with each `KEY=VALUE` applied in order. KEY is a dotted field name (`distill.lr_gen`,
-    `net_kwargs.model_channels`); VALUE is converted to the field's type. Raises ConfigError naming the key and
-    what it accepts (unknown key: the nearest known ones)."""
-    for text in assignments:
-        key, sep, raw = text.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set takes KEY=VALUE, got {text!r} (e.g. --set distill.lr_gen=3e-5)")
-        known = _keys(cfg)
-        if key not in known:
-            near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = (f"did you mean {' or '.join(near)}?" if near else
-                    f"known top-level keys: {', '.join(k for k in known if '.' not in k)}")
-            raise ConfigError(f"--set {text}: unknown config key {key!r}; {hint} (--print_config lists them)")
-        parts = key.split(".")
-        parent = cfg
-        for p in parts[:-1]:
-            parent = getattr(parent, p) if dataclasses.is_dataclass(parent) else parent[p]
-        kind = _field_type(parent, parts[-1])
-        if dataclasses.is_dataclass(getattr(parent, parts[-1], None) if dataclasses.is_dataclass(parent) else None):
-            raise ConfigError(f"--set {text}: {key} is a group of fields; set one of them, e.g. {key}."
-                              f"{dataclasses.fields(getattr(parent, parts[-1]))[0].name}=...")
-        try:
-            value = _convert(raw, kind)
-        except (ValueError, json.JSONDecodeError):
-            raise ConfigError(f"--set {text}: {key} takes {_describe_type(kind)}, got {raw!r}") from None
-        try:
-            cfg = _replace(cfg, parts, value)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"--set {text}: {e}") from None
-    return cfg
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -5,11 +5,16 @@ and `DERIVED`, the fields it computes from others. This package holds their shar
 Presets: `paper` follows the paper's App. D, `cpu` is sized to show the phenomenon on a 2-core CPU.
 Derived fields are computed in one place, `resolve`: at the end of every `get_config`, and again by
 `cli.configure` after the command line's flags and `--set`s (a field given explicitly is kept).
+`apply_sets` applies `--set KEY=VALUE` (dotted keys, values typed from the config; `ConfigError` names the key).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+import difflib
+import json
+import types
+import typing
+from typing import Any, Callable, Mapping, Sequence
 
 from dmdjax.config import Config
 from dmdjax.distill import DistillConfig
@@ -17,6 +22,10 @@ from dmdjax.record import RecordConfig
 from dmdjax.teacher import TeacherConfig
 
 PRESETS = ("cpu", "paper")
+
+
+class ConfigError(ValueError):
+    """A problem with the command line or the config it gives, found before any work starts."""
 
 
 def check_preset(preset: str) -> None:
@@ -170,6 +179,123 @@ def study_protocol(cfg: Config, preset: str) -> Config:
         changes = {"distill.iterations": TREND_ITERATIONS, "distill.lr_gen": TREND_LR, "distill.lr_fake": TREND_LR,
                    "distill.ckpt_every": 100, "record.eval_every": 100, "record.n": 200}
     return override(cfg, eval_ks=(1, 8, 32), figure_ks=(), **{**changes, "record.until_converged": True})
+
+
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --set KEY=VALUE: dotted fields, typed from the config (`cli`'s --set).
+
+def _keys(obj, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a config (dataclass fields, recursively; dict entries of dict fields)."""
+    out = []
+    items = ([(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj)
+             else list(obj.items()))
+    for name, value in items:
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(value) or isinstance(value, dict):
+            out += _keys(value, prefix + name + ".")
+    return out
+
+
+def _field_type(obj, name: str):
+    if dataclasses.is_dataclass(obj):
+        return typing.get_type_hints(type(obj)).get(name, type(getattr(obj, name)))
+    return type(obj[name])
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _convert(text: str, kind) -> Any:
+    """`text` as a value of type `kind` (bool, int, float, str, X | None, tuple[X, ...], list, dict)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(text, inner[0])
+    if kind is bool:
+        low = text.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError("expected true or false")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            as_float = float(text)            # 5e4
+            if not as_float.is_integer():
+                raise
+            return int(as_float)
+    if kind is float:
+        return float(text)
+    if kind is str:
+        return text
+    if origin is tuple or kind is tuple:
+        item = args[0] if args else int
+        parts = json.loads(text) if text.strip().startswith("[") else [t for t in text.split(",") if t.strip()]
+        return tuple(_convert(str(p), item) for p in parts)
+    if origin in (list, dict) or kind in (list, dict):
+        value = json.loads(text)
+        want = origin or kind
+        if not isinstance(value, want):
+            raise ValueError(f"expected JSON {'[...]' if want is list else '{...}'}")
+        return value
+    raise ValueError(f"cannot set a field of type {kind}")
+
+
+def _describe_type(kind) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in args)
+    if origin is tuple or kind is tuple:
+        return "comma-separated " + (_describe_type(args[0]) if args else "values")
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "none",
+            list: "a JSON list", dict: "a JSON object"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _replace(obj, parts: list[str], value):
+    if not parts:
+        return value
+    head, rest = parts[0], parts[1:]
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value)})
+    return {**obj, head: _replace(obj[head], rest, value)}
+
+
+def apply_sets(cfg, assignments: Sequence[str]):
+    """cfg with each `KEY=VALUE` applied in order. KEY is a dotted field name (`distill.lr_gen`,
+    `net_kwargs.model_channels`); VALUE is converted to the field's type. Raises ConfigError naming the key and
+    what it accepts (unknown key: the nearest known ones)."""
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set takes KEY=VALUE, got {text!r} (e.g. --set distill.lr_gen=3e-5)")
+        known = _keys(cfg)
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = (f"did you mean {' or '.join(near)}?" if near else
+                    f"known top-level keys: {', '.join(k for k in known if '.' not in k)}")
+            raise ConfigError(f"--set {text}: unknown config key {key!r}; {hint} (--print_config lists them)")
+        parts = key.split(".")
+        parent = cfg
+        for p in parts[:-1]:
+            parent = getattr(parent, p) if dataclasses.is_dataclass(parent) else parent[p]
+        kind = _field_type(parent, parts[-1])
+        if dataclasses.is_dataclass(getattr(parent, parts[-1], None) if dataclasses.is_dataclass(parent) else None):
+            raise ConfigError(f"--set {text}: {key} is a group of fields; set one of them, e.g. {key}."
+                              f"{dataclasses.fields(getattr(parent, parts[-1]))[0].name}=...")
+        try:
+            value = _convert(raw, kind)
+        except (ValueError, json.JSONDecodeError):
+            raise ConfigError(f"--set {text}: {key} takes {_describe_type(kind)}, got {raw!r}") from None
+        try:
+            cfg = _replace(cfg, parts, value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"--set {text}: {e}") from None
+    return cfg
 
 
 # One module per experiment script (imported last: each builds on the blocks above).
