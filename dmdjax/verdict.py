@@ -147,10 +147,12 @@ def _regime_verdict(found: list[tuple[str, dict]], claimed: str) -> str:
 # (claim, paper's section, paper's number, claimed regime, EMA-protocol students, raw-weight students, results page)
 CLAIMS = [
     ("the latest teacher's student copies", "Sec. 4.2, Table 1", "Delta_E 0.0367 at 8192 steps", "copies",
-     [("seed 0", "mnist_regime/ema", "8192"), ("seed 1", "mnist_regime/ema-seed1", "8192")],
+     [("seed 0", "mnist_regime/ema", "8192"), ("seed 1", "mnist_regime/ema-seed1", "8192"),
+      ("teacher 1", "mnist_trend_teacher1", "8192")],
      [("seed 0", "mnist_trend_raw", "8192"), ("seed 1", "mnist_trend_raw_seed1", "8192")], "mnist_regime"),
     ("an early teacher's student remaps", "Sec. 4.2, Table 1", "Delta_E 1.05 at 1024 steps", "remaps",
-     [("512 steps, seed 0", "mnist_regime/ema", "512"), ("512 steps, seed 1", "mnist_trend_seed1", "512")],
+     [("512 steps, seed 0", "mnist_regime/ema", "512"), ("512 steps, seed 1", "mnist_trend_seed1", "512"),
+      ("512 steps, teacher 1", "mnist_trend_teacher1", "512")],
      [("512 steps, seed 0", "mnist_trend_raw", "512"), ("512 steps, seed 1", "mnist_trend_raw_seed1", "512")],
      "mnist_regime"),
     ("conditional students copy", "App. A, Fig. 8-10", "copying (figures)", "copies",

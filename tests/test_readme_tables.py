@@ -150,15 +150,22 @@ def test_the_toy_pages_prose_reads_the_committed_students():
 
 
 def test_the_ema_trend_pages_prose_reads_the_committed_trend_test():
-    """The EMA study's page and README quote the committed trend test (rho, p, verdict) and the second seed's
-    students as results/ holds them."""
+    """The EMA study's page and README quote the committed trend test (rho, p, verdict, its runs), the second
+    seed's and the second teacher's students as results/ holds them."""
     from dmdjax import verdict
     kappa = json.loads((REPO / "results" / "mnist_trend" / "trend_test.json").read_text())["tests"]["kappa"]
     page = " ".join((REPO / "results" / "mnist_trend" / "README.md").read_text().split())
     readme = " ".join((REPO / "README.md").read_text().split())
-    quoted = f"{kappa['spearman_rho']:.2f}, one-sided permutation p = {kappa['p_value']:.3f}"
+    runs = json.loads((REPO / "results" / "mnist_trend" / "trend_test.json").read_text())["runs"]
+    assert "results/mnist_trend_teacher1" in runs and f"{kappa['n_points']} students" in page
+    quoted = f"{kappa['spearman_rho']:.2f}, one-sided permutation p = {kappa['p_value']:.2g}"
     assert quoted in page and f"**{kappa['verdict']}**" in page
-    assert f"rho {kappa['spearman_rho']:.2f}, p = {kappa['p_value']:.3f}" in readme
+    assert f"rho {kappa['spearman_rho']:.2f}, p = {kappa['p_value']:.2g}" in readme
+    for run, d in kappa["differences"].items():
+        assert f"{d['difference']:.3g} [{d['ci'][0]:.3g}, {d['ci'][1]:.3g}]" in page, run
+    teacher1 = json.loads((REPO / "results" / "mnist_trend_teacher1" / "results.json").read_text())["snapshots"]
+    row = " / ".join(f"{verdict._fmt(teacher1[s]['kappa'])}" for s in ("512", "2048", "8192"))
+    assert f"kappa {row} at 512 / 2048 / 8192 steps" in page
     seed1 = json.loads((REPO / "results" / "mnist_trend_seed1" / "results.json").read_text())["snapshots"]
     assert f"{verdict._fmt(seed1['512']['kappa'])} at 512 steps to {verdict._fmt(seed1['8192']['kappa'])} at 8192" in page
     r = seed1["4096"]
